@@ -1,0 +1,356 @@
+//! The server's configuration: one TOML file, overridden by command-line flags and environment variables.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::compute::Provider;
+
+/// Errors reading or checking a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}")]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("parsing config {path}")]
+    Parse { path: PathBuf, #[source] source: Box<toml::de::Error> },
+    #[error("config {path}: {problem}")]
+    Invalid { path: PathBuf, problem: Problem },
+}
+
+/// What is wrong in an otherwise well-formed config.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("plugin `{0}` is defined twice")]
+    DuplicatePlugin(String),
+    #[error("model `{0}` is defined twice")]
+    DuplicateModel(String),
+    #[error("model `{model}` uses plugin `{plugin}`, which is not defined")]
+    UnknownPlugin { model: String, plugin: String },
+    #[error("model `{model}` uses plugin `{plugin}`, which is a {world} plugin, not a worker adapter")]
+    NotAWorker { model: String, plugin: String, world: &'static str },
+    #[error("model name `{0}` must be non-empty and must not contain `@`")]
+    BadModelName(String),
+}
+
+/// A secret string (API key, admin token): never printed by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub compute: ComputeConfig,
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    /// The folder relative paths are resolved against (the config file's folder).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on; `--listen` and `OMNIHOST_LISTEN` override it.
+    pub listen: String,
+    /// Where precompiled plugins and engine caches are kept.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted, in bytes (413 beyond it). Plugin uploads get `plugin_body_limit`.
+    pub body_limit: usize,
+    pub plugin_body_limit: usize,
+    /// Most inputs in one embeddings request (OpenAI's limit is 2048).
+    pub max_inputs_per_request: usize,
+    /// Keys accepted on `/v1`; empty means open. `--api-keys` and `OMNIHOST_API_KEYS` add to them.
+    pub api_keys: Vec<Secret>,
+    /// Token for `/admin`; without one, `/admin` answers on loopback only.
+    pub admin_token: Option<Secret>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from(".omnihost"),
+            body_limit: 4 << 20,
+            plugin_body_limit: 64 << 20,
+            max_inputs_per_request: 2048,
+            api_keys: Vec::new(),
+            admin_token: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComputeConfig {
+    /// Path of `libonnxruntime.so`; otherwise `ORT_DYLIB_PATH`, then the setup folder.
+    pub library: Option<PathBuf>,
+    /// Execution providers in priority order; unavailable ones fall back with a warning.
+    pub execution_providers: Vec<Provider>,
+    /// Threads per run; 0 lets ONNX Runtime choose.
+    pub intra_threads: usize,
+    /// Runs that may wait per model before callers wait.
+    pub queue_capacity: usize,
+    /// Largest tensor a plugin may create, in bytes.
+    pub tensor_limit: usize,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        Self {
+            library: None,
+            execution_providers: vec![Provider::Cpu],
+            intra_threads: 0,
+            queue_capacity: 64,
+            tensor_limit: 256 << 20,
+        }
+    }
+}
+
+/// Which WIT world a plugin implements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    #[default]
+    WorkerAdapter,
+    StageProcessor,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WorkerAdapter => "worker-adapter",
+            Self::StageProcessor => "stage-processor",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    /// The component file (`.wasm`).
+    pub component: PathBuf,
+    #[serde(default)]
+    pub world: World,
+    /// A folder granted read-only to the plugin, visible to it as `/data`.
+    pub data_dir: Option<PathBuf>,
+    /// ONNX models the plugin may open through `compute.open`, by name.
+    #[serde(default)]
+    pub onnx: BTreeMap<String, PathBuf>,
+    /// Values the plugin reads through its `config` import.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Per-call limits and instance reuse for one plugin.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock budget of one call, host compute included.
+    pub timeout_ms: u64,
+    /// Cap on the plugin's linear memory.
+    pub memory_mib: u64,
+    /// Optional fuel (instruction budget) per call.
+    pub fuel: Option<u64>,
+    /// An instance serves this many calls, then is recycled.
+    pub max_calls_per_instance: u32,
+    /// Idle instances kept warm.
+    pub pool_size: usize,
+    /// Calls that may run at once; more wait.
+    pub max_concurrency: usize,
+    /// A fresh instance for every call (no state survives between calls).
+    pub fresh_instance_per_call: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 30_000,
+            memory_mib: 256,
+            fuel: None,
+            max_calls_per_instance: 10_000,
+            pool_size: 4,
+            max_concurrency: 8,
+            fresh_instance_per_call: false,
+        }
+    }
+}
+
+/// The worker types DB-GPT's cluster knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerType {
+    Llm,
+    Text2vec,
+    Reranker,
+    Pipeline,
+}
+
+impl WorkerType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llm => "llm",
+            Self::Text2vec => "text2vec",
+            Self::Reranker => "reranker",
+            Self::Pipeline => "pipeline",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name clients use (`model` in requests).
+    pub name: String,
+    pub worker_type: WorkerType,
+    /// The worker-adapter plugin serving it.
+    pub plugin: String,
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// Dynamic batching of embedding requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most texts in one batch.
+    pub max_batch: usize,
+    /// Longest a request waits for others to join its batch.
+    pub max_delay_ms: u64,
+    /// Requests that may wait; more are refused with 429.
+    pub queue_capacity: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_batch: 32, max_delay_ms: 2, queue_capacity: 1024 }
+    }
+}
+
+impl Config {
+    /// Reads, parses and checks a config file; relative paths in it are relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &base).map_err(|e| match e {
+            ParseError::Toml(source) => ConfigError::Parse { path: path.into(), source },
+            ParseError::Invalid(problem) => ConfigError::Invalid { path: path.into(), problem },
+        })
+    }
+
+    /// Parses config text; relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ParseError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ParseError::Toml(Box::new(e)))?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate().map_err(ParseError::Invalid)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), Problem> {
+        let mut names = std::collections::HashSet::new();
+        for p in &self.plugins {
+            if !names.insert(&p.name) {
+                return Err(Problem::DuplicatePlugin(p.name.clone()));
+            }
+        }
+        let mut models = std::collections::HashSet::new();
+        for m in &self.models {
+            if m.name.trim().is_empty() || m.name.contains('@') {
+                return Err(Problem::BadModelName(m.name.clone()));
+            }
+            if !models.insert(&m.name) {
+                return Err(Problem::DuplicateModel(m.name.clone()));
+            }
+            let plugin = self.plugins.iter().find(|p| p.name == m.plugin).ok_or_else(|| Problem::UnknownPlugin {
+                model: m.name.clone(),
+                plugin: m.plugin.clone(),
+            })?;
+            if plugin.world != World::WorkerAdapter {
+                return Err(Problem::NotAWorker { model: m.name.clone(), plugin: m.plugin.clone(), world: plugin.world.name() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+}
+
+/// Errors of [`Config::parse`], before a file path is attached.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Toml(Box<toml::de::Error>),
+    #[error(transparent)]
+    Invalid(Problem),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn models_must_name_a_worker_plugin() {
+        let text = r#"
+            [[plugins]]
+            name = "stage"
+            component = "x.wasm"
+            world = "stage-processor"
+            [[models]]
+            name = "m"
+            worker_type = "text2vec"
+            plugin = "stage"
+        "#;
+        let err = Config::parse(text, Path::new(".")).unwrap_err();
+        assert!(matches!(err, ParseError::Invalid(Problem::NotAWorker { .. })), "{err}");
+        let missing = text.replace("plugin = \"stage\"", "plugin = \"nope\"");
+        let err = Config::parse(&missing, Path::new(".")).unwrap_err();
+        assert!(matches!(err, ParseError::Invalid(Problem::UnknownPlugin { .. })), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = ServerConfig { api_keys: vec![Secret::new("sk-very-secret")], ..Default::default() };
+        assert!(!format!("{s:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = Config::parse("", Path::new("/etc/omnihost")).unwrap();
+        assert_eq!(c.resolve(Path::new("a.wasm")), PathBuf::from("/etc/omnihost/a.wasm"));
+        assert_eq!(c.resolve(Path::new("/abs.wasm")), PathBuf::from("/abs.wasm"));
+    }
+}

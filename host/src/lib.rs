@@ -1,0 +1,15 @@
+//! omnihost serves model pipelines whose logic is WebAssembly plugins and whose heavy compute is ONNX Runtime.
+//!
+//! A tour, in the direction requests flow:
+//! - [`http`]: axum routers for the OpenAI-compatible API, health and plugin administration.
+//! - [`worker`]: served models: a worker-adapter plugin plus dynamic batching of requests.
+//! - [`plugin`]: the wasmtime runtime: limits, the warm instance pool, hot swap and rollback.
+//! - [`compute`]: ONNX Runtime sessions on dedicated threads, execution providers, host tensors.
+//! - [`config`], [`server`]: the config file and the assembly of all of the above into a running server.
+
+pub mod compute;
+pub mod config;
+pub mod http;
+pub mod plugin;
+pub mod time;
+pub mod worker;

@@ -1,0 +1,42 @@
+//! The one place the host generates bindings for the `omnihost:plugin` WIT package; everyone imports from here.
+//!
+//! Both worlds share their imports: the stage-processor bindings reuse the interfaces generated for the
+//! worker-adapter world, so a `Tensor` or an `Error` is the same Rust type everywhere.
+
+pub mod worker {
+    wasmtime::component::bindgen!({
+        path: "../wit/plugin",
+        world: "worker-adapter",
+        imports: {
+            "omnihost:plugin/compute.[method]session.run": async | trappable,
+            "omnihost:plugin/streaming.[method]sink.push": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+        with: {
+            "omnihost:plugin/tensors.tensor": crate::compute::Tensor,
+            "omnihost:plugin/compute.session": crate::plugin::host::SessionHandle,
+            "omnihost:plugin/streaming.sink": crate::plugin::host::SinkHandle,
+        },
+    });
+}
+
+pub mod stage {
+    wasmtime::component::bindgen!({
+        path: "../wit/plugin",
+        world: "stage-processor",
+        exports: { default: async },
+        with: {
+            "omnihost:plugin/types": crate::plugin::bindings::worker::omnihost::plugin::types,
+            "omnihost:plugin/tensors": crate::plugin::bindings::worker::omnihost::plugin::tensors,
+            "omnihost:plugin/compute": crate::plugin::bindings::worker::omnihost::plugin::compute,
+            "omnihost:plugin/log": crate::plugin::bindings::worker::omnihost::plugin::log,
+            "omnihost:plugin/config": crate::plugin::bindings::worker::omnihost::plugin::config,
+        },
+    });
+}
+
+pub use worker::omnihost::plugin::{compute, config, log, streaming, tensors, types};
+pub use worker::exports::omnihost::plugin::worker as worker_exports;
+pub use worker::{WorkerAdapter, WorkerAdapterPre};
+pub use stage::{StageProcessor, StageProcessorPre};

@@ -1,0 +1,503 @@
+//! The plugin runtime: wasmtime components with per-call limits, a warm instance pool per version, and hot
+//! swap with version history and rollback.
+//!
+//! A [`Plugin`] is a named slot holding its current [`Version`] behind an `ArcSwap`. A request takes the current
+//! version once and finishes on it; a swap compiles the new component beside the old one, type-checks it against
+//! the world, smoke-calls it, then switches the slot atomically. A failed validation leaves the old version
+//! serving.
+
+pub mod bindings;
+pub mod engine;
+pub mod host;
+pub mod instance;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use crate::compute::{ComputeError, Model};
+use crate::config::{Limits, PluginConfig, World};
+use bindings::worker_exports as wit;
+pub use engine::PluginEngine;
+use host::PluginContext;
+use instance::{Exports, Instances, Pre};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors loading, validating or swapping plugins.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("configuring the WebAssembly engine")]
+    Engine(#[source] BoxError),
+    #[error("starting the epoch ticker thread")]
+    Ticker(#[source] std::io::Error),
+    #[error("reading component {path}")]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("the component is not valid WebAssembly or cannot be compiled")]
+    Compile(#[source] BoxError),
+    #[error("plugin `{plugin}` needs imports this host does not provide")]
+    Link { plugin: String, #[source] source: BoxError },
+    #[error("plugin `{plugin}`: the component does not implement the world `omnihost:plugin/{expected}@0.1.0`")]
+    WrongWorld { plugin: String, expected: &'static str },
+    #[error("plugin `{plugin}` failed its smoke call")]
+    Smoke { plugin: String, #[source] source: CallError },
+    #[error("plugin `{plugin}` embeds {got} dimensions in its smoke call but declares {declared:?}")]
+    SmokeDimensions { plugin: String, declared: Option<u32>, got: usize },
+    #[error("no plugin named `{0}`")]
+    Unknown(String),
+    #[error("plugin `{plugin}` has no version {sha}")]
+    UnknownVersion { plugin: String, sha: String },
+    #[error("plugin `{0}` has no earlier version to roll back to")]
+    NoPrevious(String),
+    #[error("plugin `{plugin}`: loading ONNX model `{model}`")]
+    Model { plugin: String, model: String, #[source] source: ComputeError },
+    #[error("plugin `{plugin}`: granting {path} as /data")]
+    Grant { plugin: String, path: PathBuf, #[source] source: BoxError },
+    #[error("the compile task stopped")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// A typed error a plugin returned from an export (the WIT `plugin-error`).
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<bindings::types::PluginError> for GuestError {
+    fn from(e: bindings::types::PluginError) -> Self {
+        use bindings::types::PluginError as P;
+        match e {
+            P::InvalidInput(m) => Self::InvalidInput(m),
+            P::Unsupported(m) => Self::Unsupported(m),
+            P::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+/// Why one call into a plugin failed. Each fails only the request that made the call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("plugin `{plugin}` trapped: {source}")]
+    Trap { plugin: String, #[source] source: BoxError },
+    #[error("plugin `{plugin}` exceeded its time limit of {after_ms} ms")]
+    Timeout { plugin: String, after_ms: u64 },
+    #[error("plugin `{plugin}` exceeded its memory cap of {cap_mib} MiB")]
+    MemoryLimit { plugin: String, cap_mib: u64 },
+    #[error("plugin `{plugin}` ran out of fuel")]
+    OutOfFuel { plugin: String },
+    #[error("plugin `{plugin}` could not be instantiated: {source}")]
+    Instantiate { plugin: String, #[source] source: BoxError },
+    #[error("plugin `{0}` is shutting down")]
+    Closed(String),
+    #[error("plugin `{plugin}` is not a worker adapter")]
+    NotAWorker { plugin: String },
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+}
+
+/// Read-only filesystem grant of a plugin: its data folder, visible as `/data`.
+#[derive(Clone, Debug)]
+pub struct WasiGrant {
+    data_dir: Option<PathBuf>,
+}
+
+impl WasiGrant {
+    fn build(&self) -> Result<WasiCtx, BoxError> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.inherit_stderr();
+        if let Some(dir) = &self.data_dir {
+            builder.preopened_dir(dir, "/data", FsPerms::ReadOnly).map_err(BoxError::from)?;
+        }
+        Ok(builder.build())
+    }
+}
+
+/// What `GET /admin/plugins` shows of one version.
+#[derive(Clone, Debug, Serialize)]
+pub struct VersionInfo {
+    pub sha256: String,
+    pub loaded_at: String,
+    /// Who installed it: `config`, `admin-api`, `rollback`.
+    pub source: String,
+    pub bytes: usize,
+    /// True when the precompiled cache supplied the machine code.
+    pub precompiled: bool,
+    /// The adapter's own name and version string, from its metadata.
+    pub adapter: Option<String>,
+}
+
+/// Facts a worker adapter reported in its smoke call.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub version: String,
+    pub worker_types: Vec<String>,
+    pub embedding_dimensions: Option<u32>,
+    pub max_input_tokens: Option<u32>,
+}
+
+/// One compiled, validated version of a plugin with its instances.
+pub struct Version {
+    pub info: VersionInfo,
+    pub adapter: Option<AdapterInfo>,
+    instances: Instances,
+}
+
+/// The embedding of one input.
+#[derive(Clone, Debug)]
+pub struct Embedded {
+    pub values: Vec<f32>,
+    pub tokens: u32,
+}
+
+impl Version {
+    pub fn idle_instances(&self) -> usize {
+        self.instances.idle()
+    }
+
+    fn plugin(&self) -> &str {
+        &self.instances.context().plugin
+    }
+
+    async fn worker_call<R: Send + 'static>(
+        &self,
+        f: impl for<'a> FnOnce(
+            &'a bindings::WorkerAdapter,
+            &'a mut wasmtime::Store<host::PluginState>,
+        ) -> instance::CallFuture<'a, Result<R, bindings::types::PluginError>>
+        + Send,
+    ) -> Result<R, CallError> {
+        if self.adapter.is_none() {
+            return Err(CallError::NotAWorker { plugin: self.plugin().to_string() });
+        }
+        let result = self
+            .instances
+            .call(move |exports, store| match exports {
+                Exports::Worker(w) => f(w, store),
+                Exports::Stage(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
+            })
+            .await?;
+        result.map_err(|e| CallError::Guest(e.into()))
+    }
+
+    /// Embeds `texts` in one call.
+    pub async fn embed(&self, texts: Vec<String>, truncate: bool) -> Result<Vec<Embedded>, CallError> {
+        let options = wit::EmbedOptions { truncate };
+        let out = self
+            .worker_call(move |w, store| {
+                Box::pin(async move { w.omnihost_plugin_worker().call_embed(store, &texts, options).await })
+            })
+            .await?;
+        Ok(out.into_iter().map(|e| Embedded { values: e.values, tokens: e.tokens }).collect())
+    }
+
+    /// Scores `documents` against `query`.
+    pub async fn rerank(&self, query: String, documents: Vec<String>) -> Result<Vec<f32>, CallError> {
+        self.worker_call(move |w, store| {
+            Box::pin(async move { w.omnihost_plugin_worker().call_rerank(store, &query, &documents).await })
+        })
+        .await
+    }
+
+    /// Counts the tokens of `text`.
+    pub async fn count_tokens(&self, text: String) -> Result<u32, CallError> {
+        self.worker_call(move |w, store| {
+            Box::pin(async move { w.omnihost_plugin_worker().call_count_tokens(store, &text).await })
+        })
+        .await
+    }
+}
+
+/// The models and settings a plugin's versions share.
+struct Grants {
+    config: BTreeMap<String, String>,
+    models: BTreeMap<String, Arc<Model>>,
+    tensor_limit: usize,
+    limits: Limits,
+    wasi: WasiGrant,
+}
+
+/// Kept for rollback: a version as it was activated.
+struct HistoryEntry {
+    info: VersionInfo,
+    component: Component,
+}
+
+/// Versions kept for rollback.
+const HISTORY: usize = 20;
+
+/// A named plugin slot: the version serving now, and the history it can roll back to.
+pub struct Plugin {
+    pub name: String,
+    pub world: World,
+    engine: Arc<PluginEngine>,
+    grants: Grants,
+    current: ArcSwap<Version>,
+    history: Mutex<Vec<HistoryEntry>>,
+    swap_lock: tokio::sync::Mutex<()>,
+}
+
+/// What `GET /admin/plugins` shows of a plugin.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub world: &'static str,
+    pub current: VersionInfo,
+    pub adapter: Option<AdapterInfo>,
+    pub idle_instances: usize,
+    pub history: Vec<VersionInfo>,
+}
+
+impl Plugin {
+    /// Loads a plugin from its config: reads and compiles the component (or takes it from the cache), grants
+    /// its models, validates it and warms one instance.
+    pub async fn load(
+        engine: Arc<PluginEngine>,
+        config: &PluginConfig,
+        resolve: impl Fn(&std::path::Path) -> PathBuf,
+        models: BTreeMap<String, Arc<Model>>,
+        tensor_limit: usize,
+    ) -> Result<Plugin, PluginError> {
+        let path = resolve(&config.component);
+        let bytes = tokio::fs::read(&path).await.map_err(|source| PluginError::Read { path: path.clone(), source })?;
+        let data_dir = config.data_dir.as_deref().map(&resolve);
+        if let Some(dir) = &data_dir {
+            if !dir.is_dir() {
+                return Err(PluginError::Grant {
+                    plugin: config.name.clone(),
+                    path: dir.clone(),
+                    source: "not a folder".into(),
+                });
+            }
+        }
+        let grants = Grants {
+            config: config.config.clone(),
+            models,
+            tensor_limit,
+            limits: config.limits.clone(),
+            wasi: WasiGrant { data_dir },
+        };
+        let started = std::time::Instant::now();
+        let (component, sha, precompiled) = compile(&engine, bytes.clone()).await?;
+        let version = prepare(&engine, &config.name, config.world, &grants, component.clone(), sha, "config", bytes.len(), precompiled).await?;
+        tracing::info!(
+            plugin = %config.name,
+            sha256 = %&version.info.sha256[..12],
+            precompiled,
+            ms = started.elapsed().as_millis() as u64,
+            "plugin ready"
+        );
+        let entry = HistoryEntry { info: version.info.clone(), component };
+        Ok(Plugin {
+            name: config.name.clone(),
+            world: config.world,
+            engine,
+            grants,
+            current: ArcSwap::from_pointee(version),
+            history: Mutex::new(vec![entry]),
+            swap_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The version serving now. A request should take it once and use it to the end.
+    pub fn current(&self) -> Arc<Version> {
+        self.current.load_full()
+    }
+
+    /// Replaces the component. Returns once new requests see the new version; requests in flight finish on
+    /// the old one. On any validation failure the old version keeps serving.
+    pub async fn swap(&self, bytes: Vec<u8>, source: &str) -> Result<VersionInfo, PluginError> {
+        let _guard = self.swap_lock.lock().await;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let known = self.lock_history().iter().rev().find(|e| e.info.sha256 == sha).map(|e| e.component.clone());
+        let size = bytes.len();
+        let (component, sha, precompiled) = match known {
+            Some(component) => (component, sha, true),
+            None => compile(&self.engine, bytes).await?,
+        };
+        self.activate(component, sha, source, size, precompiled).await
+    }
+
+    /// Re-activates an earlier version: the one with the given sha256 (a prefix is enough), or the last one
+    /// before the current version.
+    pub async fn rollback(&self, to: Option<&str>) -> Result<VersionInfo, PluginError> {
+        let _guard = self.swap_lock.lock().await;
+        let current = self.current().info.sha256.clone();
+        let target = {
+            let history = self.lock_history();
+            let found = match to {
+                Some(prefix) => history.iter().rev().find(|e| e.info.sha256.starts_with(prefix)),
+                None => history.iter().rev().find(|e| e.info.sha256 != current),
+            };
+            match (found, to) {
+                (Some(e), _) => (e.component.clone(), e.info.sha256.clone(), e.info.bytes),
+                (None, Some(prefix)) => {
+                    return Err(PluginError::UnknownVersion { plugin: self.name.clone(), sha: prefix.to_string() });
+                }
+                (None, None) => return Err(PluginError::NoPrevious(self.name.clone())),
+            }
+        };
+        self.activate(target.0, target.1, "rollback", target.2, true).await
+    }
+
+    async fn activate(
+        &self,
+        component: Component,
+        sha: String,
+        source: &str,
+        size: usize,
+        precompiled: bool,
+    ) -> Result<VersionInfo, PluginError> {
+        let version =
+            prepare(&self.engine, &self.name, self.world, &self.grants, component.clone(), sha, source, size, precompiled)
+                .await?;
+        let info = version.info.clone();
+        self.current.store(Arc::new(version));
+        let mut history = self.lock_history();
+        history.push(HistoryEntry { info: info.clone(), component });
+        if history.len() > HISTORY {
+            history.remove(0);
+        }
+        tracing::info!(plugin = %self.name, sha256 = %&info.sha256[..12], source, "plugin swapped");
+        Ok(info)
+    }
+
+    fn lock_history(&self) -> std::sync::MutexGuard<'_, Vec<HistoryEntry>> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Versions activated so far, oldest first.
+    pub fn history(&self) -> Vec<VersionInfo> {
+        self.lock_history().iter().map(|e| e.info.clone()).collect()
+    }
+
+    pub fn status(&self) -> PluginStatus {
+        let current = self.current();
+        PluginStatus {
+            name: self.name.clone(),
+            world: self.world.name(),
+            current: current.info.clone(),
+            adapter: current.adapter.clone(),
+            idle_instances: current.idle_instances(),
+            history: self.history(),
+        }
+    }
+
+    /// The ONNX models granted to this plugin.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
+        self.grants.models.values()
+    }
+}
+
+async fn compile(engine: &Arc<PluginEngine>, bytes: Vec<u8>) -> Result<(Component, String, bool), PluginError> {
+    let engine = engine.clone();
+    // Cranelift is CPU-bound for seconds on a large component: keep it off the async workers.
+    tokio::task::spawn_blocking(move || engine.compile(&bytes)).await.map_err(PluginError::Join)?
+}
+
+/// Type-checks `component` against the plugin's world, instantiates it and smoke-calls it.
+#[allow(clippy::too_many_arguments)]
+async fn prepare(
+    engine: &Arc<PluginEngine>,
+    name: &str,
+    world: World,
+    grants: &Grants,
+    component: Component,
+    sha: String,
+    source: &str,
+    size: usize,
+    precompiled: bool,
+) -> Result<Version, PluginError> {
+    let pre = engine
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| PluginError::Link { plugin: name.to_string(), source: e.into() })?;
+    let wrong_world = |_| PluginError::WrongWorld { plugin: name.to_string(), expected: world.name() };
+    let pre = match world {
+        World::WorkerAdapter => Pre::Worker(bindings::WorkerAdapterPre::new(pre).map_err(wrong_world)?),
+        World::StageProcessor => Pre::Stage(bindings::StageProcessorPre::new(pre).map_err(wrong_world)?),
+    };
+    let ctx = Arc::new(PluginContext {
+        plugin: name.to_string(),
+        version: sha[..12].to_string(),
+        config: grants.config.clone(),
+        models: grants.models.clone(),
+        tensor_limit: grants.tensor_limit,
+    });
+    let instances = Instances::new(engine.clone(), pre, ctx, grants.limits.clone(), grants.wasi.clone());
+    let smoke = |source| PluginError::Smoke { plugin: name.to_string(), source };
+    let warm = instances.warm().await.map_err(smoke)?;
+    instances.adopt(warm);
+    let mut version = Version {
+        info: VersionInfo {
+            sha256: sha,
+            loaded_at: crate::time::rfc3339(SystemTime::now()),
+            source: source.to_string(),
+            bytes: size,
+            precompiled,
+            adapter: None,
+        },
+        adapter: None,
+        instances,
+    };
+    if world == World::WorkerAdapter {
+        let meta = version
+            .instances
+            .call(|exports, store| match exports {
+                Exports::Worker(w) => Box::pin(async move { w.omnihost_plugin_worker().call_metadata(store).await }),
+                Exports::Stage(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
+            })
+            .await
+            .map_err(smoke)?;
+        version.info.adapter = Some(format!("{} {}", meta.name, meta.version));
+        version.adapter = Some(AdapterInfo {
+            name: meta.name,
+            version: meta.version,
+            worker_types: meta.worker_types,
+            embedding_dimensions: meta.embedding_dimensions,
+            max_input_tokens: meta.max_input_tokens,
+        });
+        let embeds = version.adapter.as_ref().is_some_and(|a| a.worker_types.iter().any(|t| t == "text2vec"));
+        if embeds {
+            let declared = version.adapter.as_ref().and_then(|a| a.embedding_dimensions);
+            let out = version.embed(vec!["omnihost smoke test".into()], true).await.map_err(smoke)?;
+            let got = out.first().map(|e| e.values.len()).unwrap_or(0);
+            if declared != Some(got as u32) {
+                return Err(PluginError::SmokeDimensions { plugin: name.to_string(), declared, got });
+            }
+        }
+    }
+    Ok(version)
+}
+
+/// Every plugin of the server, by name.
+#[derive(Default)]
+pub struct Plugins {
+    by_name: BTreeMap<String, Arc<Plugin>>,
+}
+
+impl Plugins {
+    pub fn insert(&mut self, plugin: Plugin) {
+        self.by_name.insert(plugin.name.clone(), Arc::new(plugin));
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Arc<Plugin>, PluginError> {
+        self.by_name.get(name).ok_or_else(|| PluginError::Unknown(name.to_string()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.by_name.values()
+    }
+}

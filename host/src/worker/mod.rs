@@ -1,0 +1,194 @@
+//! Served models: each is a worker-adapter plugin behind a dynamic batcher.
+//!
+//! Embedding requests for a model queue on a bounded channel (a full queue is a 429, not an unbounded wait).
+//! While no batch is in flight a request goes straight to the plugin, so an idle server adds no latency; while
+//! one is, requests gather for up to `max_delay_ms` or `max_batch` texts and go together in one plugin call.
+//! A batch runs on one plugin version, so every response comes from exactly one version. When a batch fails,
+//! each request in it is retried alone, so a bad input fails only its own request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{BatchConfig, WorkerType};
+use crate::plugin::{AdapterInfo, CallError, Embedded, Plugin};
+
+/// Errors of a served model.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("model `{model}` is overloaded: {capacity} requests are already queued")]
+    Overloaded { model: String, capacity: usize },
+    #[error("model `{0}` has stopped")]
+    Stopped(String),
+    #[error("model `{model}` does not support {operation}")]
+    Unsupported { model: String, operation: &'static str },
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// Embeddings of one request and the plugin version that computed them.
+#[derive(Debug)]
+pub struct EmbedOutput {
+    pub vectors: Vec<Embedded>,
+    pub plugin_version: String,
+}
+
+struct Job {
+    texts: Vec<String>,
+    truncate: bool,
+    reply: oneshot::Sender<Result<EmbedOutput, WorkerError>>,
+}
+
+/// A served model.
+pub struct Worker {
+    pub model: String,
+    pub worker_type: WorkerType,
+    pub plugin: Arc<Plugin>,
+    queue_capacity: usize,
+    tx: mpsc::Sender<Job>,
+}
+
+impl Worker {
+    /// Starts the model's batcher task.
+    pub fn start(model: &str, worker_type: WorkerType, plugin: Arc<Plugin>, batch: &BatchConfig) -> Arc<Worker> {
+        let capacity = batch.queue_capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        tokio::spawn(batcher(
+            rx,
+            plugin.clone(),
+            batch.max_batch.max(1),
+            Duration::from_millis(batch.max_delay_ms),
+        ));
+        Arc::new(Worker { model: model.to_string(), worker_type, plugin, queue_capacity: capacity, tx })
+    }
+
+    /// What the adapter reported about itself (dimensions, token limit).
+    pub fn adapter(&self) -> Option<AdapterInfo> {
+        self.plugin.current().adapter.clone()
+    }
+
+    /// Embeds `texts`, batched with other requests. Fails at once with `Overloaded` when the queue is full.
+    pub async fn embed(&self, texts: Vec<String>, truncate: bool) -> Result<EmbedOutput, WorkerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Job { texts, truncate, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                WorkerError::Overloaded { model: self.model.clone(), capacity: self.queue_capacity }
+            }
+            mpsc::error::TrySendError::Closed(_) => WorkerError::Stopped(self.model.clone()),
+        })?;
+        rx.await.map_err(|_| WorkerError::Stopped(self.model.clone()))?
+    }
+
+    /// Scores documents against a query (not batched: one call per request).
+    pub async fn rerank(&self, query: String, documents: Vec<String>) -> Result<(Vec<f32>, String), WorkerError> {
+        let version = self.plugin.current();
+        let supports = version.adapter.as_ref().is_some_and(|a| a.worker_types.iter().any(|t| t == "reranker"));
+        if !supports {
+            return Err(WorkerError::Unsupported { model: self.model.clone(), operation: "rerank" });
+        }
+        let scores = version.rerank(query, documents).await?;
+        Ok((scores, version.info.sha256[..12].to_string()))
+    }
+}
+
+async fn batcher(mut rx: mpsc::Receiver<Job>, plugin: Arc<Plugin>, max_batch: usize, max_delay: Duration) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    while let Some(first) = rx.recv().await {
+        let mut texts = first.texts.len();
+        let mut jobs = vec![first];
+        if in_flight.load(Ordering::Acquire) > 0 {
+            let deadline = tokio::time::Instant::now() + max_delay;
+            while texts < max_batch {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) => {
+                        texts += job.texts.len();
+                        jobs.push(job);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Requests that differ in options cannot share a plugin call.
+        let (truncating, strict): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.truncate);
+        for group in [truncating, strict] {
+            if group.is_empty() {
+                continue;
+            }
+            let counter = in_flight.clone();
+            counter.fetch_add(1, Ordering::AcqRel);
+            let plugin = plugin.clone();
+            tokio::spawn(async move {
+                run_batch(&plugin, group).await;
+                counter.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+}
+
+async fn run_batch(plugin: &Plugin, jobs: Vec<Job>) {
+    let version = plugin.current();
+    let sha = version.info.sha256[..12].to_string();
+    let truncate = jobs.first().is_some_and(|j| j.truncate);
+    let all: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
+    let expected = all.len();
+    match version.embed(all, truncate).await {
+        Ok(vectors) if vectors.len() == expected => {
+            let mut vectors = vectors.into_iter();
+            for job in jobs {
+                let mine: Vec<Embedded> = vectors.by_ref().take(job.texts.len()).collect();
+                let _ = job.reply.send(Ok(EmbedOutput { vectors: mine, plugin_version: sha.clone() }));
+            }
+        }
+        Ok(vectors) => {
+            let message = format!("the plugin returned {} embeddings for {expected} inputs", vectors.len());
+            for job in jobs {
+                let error = CallError::Guest(crate::plugin::GuestError::Internal(message.clone()));
+                let _ = job.reply.send(Err(WorkerError::Call(error)));
+            }
+        }
+        Err(e) if jobs.len() == 1 => {
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.reply.send(Err(WorkerError::Call(e)));
+            }
+        }
+        Err(_) => {
+            // Someone in the batch made it fail: retry each alone so only the guilty request fails.
+            let retries = jobs.into_iter().map(|job| {
+                let version = version.clone();
+                let sha = sha.clone();
+                async move {
+                    let result = version
+                        .embed(job.texts, job.truncate)
+                        .await
+                        .map(|vectors| EmbedOutput { vectors, plugin_version: sha })
+                        .map_err(WorkerError::Call);
+                    let _ = job.reply.send(result);
+                }
+            });
+            futures::future::join_all(retries).await;
+        }
+    }
+}
+
+/// Every served model, by name.
+#[derive(Default)]
+pub struct Workers {
+    by_name: BTreeMap<String, Arc<Worker>>,
+}
+
+impl Workers {
+    pub fn insert(&mut self, worker: Arc<Worker>) {
+        self.by_name.insert(worker.model.clone(), worker);
+    }
+
+    pub fn get(&self, model: &str) -> Option<&Arc<Worker>> {
+        self.by_name.get(model)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Worker>> {
+        self.by_name.values()
+    }
+}
