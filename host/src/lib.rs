@@ -11,5 +11,6 @@ pub mod compute;
 pub mod config;
 pub mod http;
 pub mod plugin;
+pub mod server;
 pub mod time;
 pub mod worker;

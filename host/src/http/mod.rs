@@ -1,1 +1,147 @@
-//! placeholder
+//! The HTTP surface: axum routers, shared state, access control and OpenAI-shaped errors.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod openai;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post, put};
+
+use crate::config::{Secret, ServerConfig};
+use crate::plugin::Plugins;
+use crate::worker::Workers;
+use error::ApiError;
+
+/// Everything a request can reach once loading has finished.
+pub struct Services {
+    pub workers: Workers,
+    pub plugins: Plugins,
+    /// The ONNX Runtime library in use, when any model is loaded.
+    pub onnxruntime: Option<PathBuf>,
+    /// Whether the wasm pooling allocator is in use (it falls back to on-demand allocation).
+    pub pooling: bool,
+}
+
+/// Settings the HTTP layer needs, taken from the server config and flags.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub body_limit: usize,
+    pub plugin_body_limit: usize,
+    pub max_inputs_per_request: usize,
+    pub api_keys: Vec<Secret>,
+    pub admin_token: Option<Secret>,
+}
+
+impl From<&ServerConfig> for HttpSettings {
+    fn from(c: &ServerConfig) -> Self {
+        Self {
+            body_limit: c.body_limit,
+            plugin_body_limit: c.plugin_body_limit,
+            max_inputs_per_request: c.max_inputs_per_request,
+            api_keys: c.api_keys.clone(),
+            admin_token: c.admin_token.clone(),
+        }
+    }
+}
+
+struct Shared {
+    settings: HttpSettings,
+    services: ArcSwapOption<Services>,
+    failure: Mutex<Option<String>>,
+    started: u64,
+}
+
+/// Where loading stands.
+pub enum Readiness {
+    Loading,
+    Failed(String),
+    Ready(Arc<Services>),
+}
+
+/// The state every handler gets: settings now, services once they are loaded.
+#[derive(Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+impl AppState {
+    pub fn new(settings: HttpSettings) -> Self {
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Self {
+            shared: Arc::new(Shared { settings, services: ArcSwapOption::empty(), failure: Mutex::new(None), started }),
+        }
+    }
+
+    pub fn settings(&self) -> &HttpSettings {
+        &self.shared.settings
+    }
+
+    pub fn started_unix(&self) -> u64 {
+        self.shared.started
+    }
+
+    pub fn set_ready(&self, services: Services) {
+        self.shared.services.store(Some(Arc::new(services)));
+    }
+
+    pub fn set_failed(&self, error: String) {
+        *self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        if let Some(s) = self.shared.services.load_full() {
+            return Readiness::Ready(s);
+        }
+        match self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(e) => Readiness::Failed(e),
+            None => Readiness::Loading,
+        }
+    }
+
+    /// The loaded services, or a 503 saying why there are none yet.
+    pub fn services(&self) -> Result<Arc<Services>, ApiError> {
+        match self.readiness() {
+            Readiness::Ready(s) => Ok(s),
+            Readiness::Loading => Err(ApiError::not_ready("The server is still loading its models and plugins")),
+            Readiness::Failed(e) => Err(ApiError::not_ready(&format!("The server failed to load: {e}"))),
+        }
+    }
+}
+
+fn openai(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/models", get(openai::models))
+        .route("/embeddings", post(openai::embeddings))
+        .route("/rerank", post(openai::rerank))
+        .layer(from_fn_with_state(state.clone(), auth::api_key))
+        .layer(DefaultBodyLimit::max(state.settings().body_limit))
+}
+
+/// The whole application. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the
+/// loopback-only admin rule can see the peer.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/plugins", get(admin::list))
+        .route("/plugins/{name}", put(admin::swap))
+        .route("/plugins/{name}/history", get(admin::history))
+        .route("/plugins/{name}/rollback", post(admin::rollback))
+        .layer(from_fn_with_state(state.clone(), auth::admin))
+        .layer(DefaultBodyLimit::max(state.settings().plugin_body_limit));
+    Router::new()
+        .nest("/v1", openai(&state))
+        .nest("/api/v1", openai(&state))
+        .nest("/admin", admin)
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(|| async { ApiError::not_found("not_found", "No such route") })
+        .with_state(state)
+}

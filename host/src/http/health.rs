@@ -1,0 +1,69 @@
+//! Liveness and readiness: `/health/live` answers as soon as the process listens; `/health/ready` is 503 until
+//! every model and plugin is loaded, and then says what is serving on which execution providers.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{AppState, Readiness};
+
+pub async fn live() -> Response {
+    Json(json!({"status": "live"})).into_response()
+}
+
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.readiness() {
+        Readiness::Loading => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))).into_response()
+        }
+        Readiness::Failed(error) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failed", "error": error}))).into_response()
+        }
+        Readiness::Ready(services) => {
+            let mut providers: Vec<&str> = Vec::new();
+            let models: Vec<_> = services
+                .workers
+                .iter()
+                .map(|w| {
+                    let version = w.plugin.current();
+                    let onnx: Vec<_> = w
+                        .plugin
+                        .models()
+                        .map(|m| {
+                            let names: Vec<&str> = m.providers.iter().map(|p| p.name()).collect();
+                            for n in &names {
+                                if !providers.contains(n) {
+                                    providers.push(n);
+                                }
+                            }
+                            json!({"name": m.name, "execution_providers": names})
+                        })
+                        .collect();
+                    json!({
+                        "model": w.model,
+                        "worker_type": w.worker_type.name(),
+                        "plugin": w.plugin.name,
+                        "plugin_version": &version.info.sha256[..12],
+                        "onnx": onnx,
+                    })
+                })
+                .collect();
+            let plugins: Vec<_> = services
+                .plugins
+                .iter()
+                .map(|p| json!({"name": p.name, "world": p.world.name(), "sha256": p.current().info.sha256}))
+                .collect();
+            Json(json!({
+                "status": "ready",
+                "execution_providers": providers,
+                "onnxruntime": services.onnxruntime.as_ref().map(|p| p.display().to_string()),
+                "wasm_pooling_allocator": services.pooling,
+                "models": models,
+                "plugins": plugins,
+            }))
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The OpenAI-compatible API: `GET /v1/models`, `POST /v1/embeddings`, `POST /v1/rerank`.
+//!
+//! Embeddings: `input` is a string or a list of strings. Texts longer than the model's input limit (256 tokens
+//! for all-MiniLM-L6-v2, the length it was trained with) are truncated by default, as sentence-transformers
+//! does; send `"truncate": false` to get a 400 instead. `dimensions` is accepted only when it equals the
+//! model's own. Rerank scores documents with the model's adapter; the shipped MiniLM adapter scores by
+//! embedding cosine similarity (a bi-encoder), since no cross-encoder ships with the model packages.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Header naming the plugin version (first 12 hex digits of its sha256) that computed a response.
+pub const VERSION_HEADER: &str = "x-omnihost-plugin-version";
+
+/// Parses a JSON object body, turning every failure into a 400 or 413 that says what was wrong.
+pub fn json_object(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Map<String, Value>, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::invalid(None, format!("Could not read the request body: {rejection}"))
+        }
+    })?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(None, format!("The request body is not valid JSON: {e}")))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::invalid(None, "The request body must be a JSON object")),
+    }
+}
+
+fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
+    match body.get(field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(ApiError::invalid(Some(field), format!("`{field}` must not be empty"))),
+        Some(_) => Err(ApiError::invalid(Some(field), format!("`{field}` must be a string"))),
+        None => Err(ApiError::invalid(Some(field), format!("Missing required parameter: `{field}`"))),
+    }
+}
+
+fn string_list(value: &Value, field: &'static str, max: usize) -> Result<Vec<String>, ApiError> {
+    let items = match value {
+        Value::String(s) => vec![Value::String(s.clone())],
+        Value::Array(items) => items.clone(),
+        _ => return Err(ApiError::invalid(Some(field), format!("`{field}` must be a string or a list of strings"))),
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid(Some(field), format!("`{field}` must not be empty")));
+    }
+    if items.len() > max {
+        return Err(ApiError::invalid(
+            Some(field),
+            format!("`{field}` has {} items; at most {max} are allowed per request", items.len()),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) if s.is_empty() => {
+                Err(ApiError::invalid(Some(field), format!("`{field}[{i}]` is an empty string")))
+            }
+            Value::String(s) => Ok(s),
+            Value::Number(_) | Value::Array(_) => Err(ApiError::invalid(
+                Some(field),
+                format!("`{field}[{i}]` is not a string: token-id input is not supported, send text"),
+            )),
+            _ => Err(ApiError::invalid(Some(field), format!("`{field}[{i}]` must be a string"))),
+        })
+        .collect()
+}
+
+pub async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let services = state.services()?;
+    let data: Vec<Value> = services
+        .workers
+        .iter()
+        .map(|w| {
+            json!({
+                "id": w.model,
+                "object": "model",
+                "created": state.started_unix(),
+                "owned_by": "omnihost",
+                "worker_type": w.worker_type.name(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let settings = state.settings();
+    let body = json_object(body, settings.body_limit)?;
+    let model = required_string(&body, "model")?;
+    let input = body.get("input").ok_or_else(|| ApiError::invalid(Some("input"), "Missing required parameter: `input`"))?;
+    let texts = string_list(input, "input", settings.max_inputs_per_request)?;
+    let base64 = match body.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" => false,
+        Some(Value::String(f)) if f == "base64" => true,
+        Some(_) => {
+            return Err(ApiError::invalid(Some("encoding_format"), "`encoding_format` must be `float` or `base64`"));
+        }
+    };
+    let truncate = match body.get("truncate") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid(Some("truncate"), "`truncate` must be a boolean")),
+    };
+    let services = state.services()?;
+    let worker = services.workers.get(&model).ok_or_else(|| ApiError::model_not_found(&model))?;
+    let dims = worker.adapter().and_then(|a| a.embedding_dimensions);
+    match body.get("dimensions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some() && n.as_u64() == dims.map(u64::from) => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                Some("dimensions"),
+                format!(
+                    "`dimensions` {other} is not supported: model `{model}` returns {} dimensions and cannot shorten them",
+                    dims.map(|d| d.to_string()).unwrap_or_else(|| "unknown".into())
+                ),
+            ));
+        }
+    }
+    let output = worker.embed(texts, truncate).await?;
+    let tokens: u64 = output.vectors.iter().map(|e| u64::from(e.tokens)).sum();
+    let data: Vec<Value> = output
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = e.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(e.values)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    let mut response = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&output.plugin_version) {
+        response.headers_mut().insert(VERSION_HEADER, v);
+    }
+    Ok(response)
+}
+
+pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let settings = state.settings();
+    let body = json_object(body, settings.body_limit)?;
+    let model = required_string(&body, "model")?;
+    let query = required_string(&body, "query")?;
+    let docs = body
+        .get("documents")
+        .ok_or_else(|| ApiError::invalid(Some("documents"), "Missing required parameter: `documents`"))?;
+    let documents = string_list(docs, "documents", settings.max_inputs_per_request)?;
+    let top_n = match body.get("top_n") {
+        None | Some(Value::Null) => documents.len(),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => n.as_u64().unwrap_or(1) as usize,
+        Some(_) => return Err(ApiError::invalid(Some("top_n"), "`top_n` must be a positive integer")),
+    };
+    let return_documents = matches!(body.get("return_documents"), Some(Value::Bool(true)));
+    let services = state.services()?;
+    let worker = services.workers.get(&model).ok_or_else(|| ApiError::model_not_found(&model))?;
+    let (scores, version) = worker.rerank(query, documents.clone()).await?;
+    let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let results: Vec<Value> = ranked
+        .into_iter()
+        .take(top_n)
+        .map(|(index, score)| {
+            let mut r = json!({"index": index, "relevance_score": score});
+            if return_documents {
+                r["document"] = json!({"text": documents[index]});
+            }
+            r
+        })
+        .collect();
+    let mut response = Json(json!({"object": "list", "model": model, "results": results})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&version) {
+        response.headers_mut().insert(VERSION_HEADER, v);
+    }
+    Ok(response)
+}
