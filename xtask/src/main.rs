@@ -201,6 +201,8 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     setup(root)?;
     eprintln!("\x1b[1mRunning the test suite\x1b[0m");
+    // The CLI tests drive the real binary, which `cargo test` alone does not build.
+    run(cargo(root).args(["build", "--release", "-p", "omnihost"]))?;
     run(cargo(root)
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(extra)

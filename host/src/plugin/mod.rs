@@ -395,6 +395,11 @@ impl Plugin {
         }
     }
 
+    /// The per-call limits every version of this plugin runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.grants.limits
+    }
+
     /// The ONNX models granted to this plugin.
     pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
         self.grants.models.values()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::config::{BatchConfig, WorkerType};
 use crate::plugin::{AdapterInfo, CallError, Embedded, Plugin};
@@ -56,12 +56,8 @@ impl Worker {
     pub fn start(model: &str, worker_type: WorkerType, plugin: Arc<Plugin>, batch: &BatchConfig) -> Arc<Worker> {
         let capacity = batch.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
-        tokio::spawn(batcher(
-            rx,
-            plugin.clone(),
-            batch.max_batch.max(1),
-            Duration::from_millis(batch.max_delay_ms),
-        ));
+        let slots = Arc::new(Semaphore::new(plugin.limits().max_concurrency.max(1)));
+        tokio::spawn(batcher(rx, plugin.clone(), slots, batch.max_batch.max(1), Duration::from_millis(batch.max_delay_ms)));
         Arc::new(Worker { model: model.to_string(), worker_type, plugin, queue_capacity: capacity, tx })
     }
 
@@ -94,9 +90,19 @@ impl Worker {
     }
 }
 
-async fn batcher(mut rx: mpsc::Receiver<Job>, plugin: Arc<Plugin>, max_batch: usize, max_delay: Duration) {
+/// Gathers queued requests into batches. It takes a request off the queue only once the plugin has room for
+/// another call, so a saturated plugin fills the queue and callers get a 429 instead of piling up unseen.
+async fn batcher(
+    mut rx: mpsc::Receiver<Job>,
+    plugin: Arc<Plugin>,
+    slots: Arc<Semaphore>,
+    max_batch: usize,
+    max_delay: Duration,
+) {
     let in_flight = Arc::new(AtomicUsize::new(0));
-    while let Some(first) = rx.recv().await {
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let Some(first) = rx.recv().await else { break };
         let mut texts = first.texts.len();
         let mut jobs = vec![first];
         if in_flight.load(Ordering::Acquire) > 0 {
@@ -113,18 +119,18 @@ async fn batcher(mut rx: mpsc::Receiver<Job>, plugin: Arc<Plugin>, max_batch: us
         }
         // Requests that differ in options cannot share a plugin call.
         let (truncating, strict): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.truncate);
-        for group in [truncating, strict] {
-            if group.is_empty() {
-                continue;
+        let counter = in_flight.clone();
+        counter.fetch_add(1, Ordering::AcqRel);
+        let plugin = plugin.clone();
+        tokio::spawn(async move {
+            for group in [truncating, strict] {
+                if !group.is_empty() {
+                    run_batch(&plugin, group).await;
+                }
             }
-            let counter = in_flight.clone();
-            counter.fetch_add(1, Ordering::AcqRel);
-            let plugin = plugin.clone();
-            tokio::spawn(async move {
-                run_batch(&plugin, group).await;
-                counter.fetch_sub(1, Ordering::AcqRel);
-            });
-        }
+            counter.fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
+        });
     }
 }
 

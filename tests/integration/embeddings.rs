@@ -1,0 +1,139 @@
+//! Embeddings are right: known similarities, unit norm, 384 dimensions, batches equal single requests.
+
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_sentences_score_as_the_reference_model_does() {
+    let server = start("").await;
+    let client = client();
+    let v = embed(
+        &client,
+        &server.url(),
+        &["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."],
+    )
+    .await;
+    let close = dot(&v[0], &v[1]);
+    assert!((close - 0.754).abs() <= 0.01, "food/bread similarity {close}");
+    let far = dot(&v[0], &v[2]);
+    assert!(far < 0.2, "food/stock market similarity {far}");
+    for vector in &v {
+        assert_eq!(vector.len(), 384);
+        let norm = dot(vector, vector).sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_returns_the_same_vectors_as_single_requests() {
+    let server = start("").await;
+    let client = client();
+    let texts = [
+        "short",
+        "A man is eating food.",
+        "A considerably longer sentence, which pads every shorter one in the same batch with many zeros.",
+        "日本語の文も埋め込めます。",
+    ];
+    let batch = embed(&client, &server.url(), &texts).await;
+    for (i, text) in texts.iter().enumerate() {
+        let single = embed(&client, &server.url(), &[text]).await;
+        let diff = batch[i].iter().zip(&single[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-5, "input {i} differs by {diff} between batch and single request");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_batched_without_changing_results() {
+    let server = start("").await;
+    let client = client();
+    let url = server.url();
+    let reference = embed(&client, &url, &["A man is eating food."]).await.remove(0);
+    let calls = (0..24).map(|i| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let text = if i % 2 == 0 { "A man is eating food." } else { "Something else entirely." };
+            (i, embed(&client, &url, &[text]).await.remove(0))
+        }
+    });
+    for (i, v) in futures::future::join_all(calls).await {
+        if i % 2 == 0 {
+            let diff = v.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff <= 1e-5, "request {i} differs by {diff}");
+        } else {
+            assert!(dot(&v, &reference) < 0.9);
+        }
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_models_truncation_and_the_api_v1_alias() {
+    let server = start("").await;
+    let client = client();
+    let url = server.url();
+    let (status, body) = embed_raw(&client, &url, json!({"model": MODEL, "input": "A man is eating food."})).await;
+    assert_eq!(status, 200);
+    // [CLS] a man is eating food . [SEP]
+    assert_eq!(body["usage"]["prompt_tokens"], 8, "{body}");
+    assert_eq!(body["usage"]["total_tokens"], 8);
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], MODEL);
+    assert_eq!(body["data"][0]["index"], 0);
+    assert_eq!(body["data"][0]["object"], "embedding");
+
+    let long = "word ".repeat(600);
+    let (status, body) = embed_raw(&client, &url, json!({"model": MODEL, "input": long})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens"], 256, "truncated to the model's 256 tokens");
+    let (status, body) = embed_raw(&client, &url, json!({"model": MODEL, "input": long, "truncate": false})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("256"), "{body}");
+
+    let (status, body) = embed_raw(&client, &url, json!({"model": MODEL, "input": "x", "dimensions": 384})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = embed_raw(&client, &url, json!({"model": MODEL, "input": "x", "dimensions": 128})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["param"], "dimensions");
+
+    let models: serde_json::Value = client.get(format!("{url}/v1/models")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(models["data"][0]["id"], MODEL);
+    let alias = client
+        .post(format!("{url}/api/v1/embeddings"))
+        .json(&json!({"model": MODEL, "input": "A man is eating food."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alias.status(), 200);
+    let ready: serde_json::Value = client.get(format!("{url}/health/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["execution_providers"], json!(["cpu"]));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerank_orders_documents_by_relevance() {
+    let server = start("").await;
+    let client = client();
+    let body: serde_json::Value = client
+        .post(format!("{}/v1/rerank", server.url()))
+        .json(&json!({
+            "model": MODEL,
+            "query": "What is the man eating?",
+            "documents": ["The stock market fell sharply today.", "A man is eating a piece of bread."],
+            "return_documents": true
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["results"][0]["index"], 1, "{body}");
+    assert_eq!(body["results"][0]["document"]["text"], "A man is eating a piece of bread.");
+    assert!(body["results"][0]["relevance_score"].as_f64() > body["results"][1]["relevance_score"].as_f64());
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,84 @@
+//! A plugin that traps, loops forever or allocates without bound fails only its own request, with a typed
+//! error, while concurrent good requests succeed and the host keeps serving.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn faulty_config() -> String {
+    format!(
+        r#"
+[[plugins]]
+name = "faulty"
+component = "{}"
+limits = {{ timeout_ms = 1000, memory_mib = 64 }}
+
+[[models]]
+name = "faulty"
+worker_type = "text2vec"
+plugin = "faulty"
+"#,
+        component("faulty.wasm").display()
+    )
+}
+
+async fn fault_beside_good_traffic(trigger: &str, status: u16, code: &str) {
+    let server = start(&faulty_config()).await;
+    let client = client();
+    let url = server.url();
+    let reference = embed(&client, &url, &["A man is eating food."]).await.remove(0);
+
+    let bad = {
+        let (client, url) = (client.clone(), url.clone());
+        let trigger = trigger.to_string();
+        tokio::spawn(async move { embed_raw(&client, &url, json!({"model": "faulty", "input": trigger})).await })
+    };
+    let good = (0..16).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { embed_raw(&client, &url, json!({"model": MODEL, "input": "A man is eating food."})).await }
+    });
+    for (got, body) in futures::future::join_all(good).await {
+        assert_eq!(got, 200, "good request failed beside `{trigger}`: {body}");
+        let v = vectors(&body).remove(0);
+        assert!((dot(&v, &reference) - 1.0).abs() < 1e-4);
+    }
+    let (got, body): (u16, Value) = bad.await.unwrap();
+    assert_eq!(got, status, "`{trigger}` -> {body}");
+    assert_eq!(body["error"]["code"], code, "`{trigger}` -> {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("faulty"), "{body}");
+
+    // The faulty plugin itself recovers: its broken instance was discarded, a fresh one serves.
+    let (got, body) = embed_raw(&client, &url, json!({"model": "faulty", "input": "hello"})).await;
+    assert_eq!(got, 200, "{body}");
+    assert_eq!(body["data"][0]["embedding"], json!([5.0]));
+    let (got, _) = embed_raw(&client, &url, json!({"model": MODEL, "input": "still serving"})).await;
+    assert_eq!(got, 200);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_plugin_fails_only_its_request() {
+    fault_beside_good_traffic("trap", 500, "plugin_trap").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_plugin_is_stopped_at_its_deadline() {
+    fault_beside_good_traffic("loop", 504, "plugin_timeout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hungry_plugin_hits_its_cap() {
+    fault_beside_good_traffic("alloc", 500, "plugin_memory_limit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_plugin_error_is_a_400_and_keeps_the_instance() {
+    let server = start(&faulty_config()).await;
+    let client = client();
+    let (got, body) = embed_raw(&client, &server.url(), json!({"model": "faulty", "input": "reject"})).await;
+    assert_eq!(got, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("rejects"), "{body}");
+    let (got, _) = embed_raw(&client, &server.url(), json!({"model": "faulty", "input": "fine"})).await;
+    assert_eq!(got, 200);
+    server.stop().await.unwrap();
+}
