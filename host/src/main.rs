@@ -80,7 +80,7 @@ async fn plugin(target: Target, command: PluginCommand) -> Result<()> {
     }
     match command {
         PluginCommand::List => {
-            println!("{:<20} {:<16} {:<14} {:<24} {:<10} {}", "PLUGIN", "WORLD", "SHA256", "LOADED", "SOURCE", "ADAPTER");
+            println!("{:<20} {:<16} {:<14} {:<24} {:<10} ADAPTER", "PLUGIN", "WORLD", "SHA256", "LOADED", "SOURCE");
             for p in body["plugins"].as_array().into_iter().flatten() {
                 let v = &p["current"];
                 println!(

@@ -72,7 +72,7 @@ pub async fn load(config: &Config) -> Result<Services, ServerError> {
                     tracing::info!(plugin = %plugin.name, model = %name, path = %path.display(), "loading ONNX model");
                     let (rt, n, p, s) = (rt.clone(), name.clone(), path.clone(), settings.clone());
                     let model = tokio::task::spawn_blocking(move || rt.load_model(&n, &p, &s)).await?.map_err(
-                        |source| PluginError::Model { plugin: plugin.name.clone(), model: name.clone(), source },
+                        |source| PluginError::Model { plugin: plugin.name.clone(), model: name.clone(), source: Box::new(source) },
                     )?;
                     loaded.insert(path, model.clone());
                     model

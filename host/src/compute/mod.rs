@@ -225,18 +225,17 @@ impl Model {
         for (name, tensor) in &inputs {
             let declared = self.inputs.iter().find(|i| &i.name == name);
             match declared {
-                Some(info) if seen.insert(name.as_str()) => {
-                    if let Some(expected) = info.ty {
-                        if expected != tensor.ty {
-                            return Err(ComputeError::InputType {
-                                model: self.name.clone(),
-                                name: name.clone(),
-                                expected,
-                                actual: tensor.ty,
-                            });
-                        }
+                Some(info) if seen.insert(name.as_str()) => match info.ty {
+                    Some(expected) if expected != tensor.ty => {
+                        return Err(ComputeError::InputType {
+                            model: self.name.clone(),
+                            name: name.clone(),
+                            expected,
+                            actual: tensor.ty,
+                        });
                     }
-                }
+                    _ => {}
+                },
                 _ => return Err(ComputeError::UnknownInput { model: self.name.clone(), name: name.clone() }),
             }
         }

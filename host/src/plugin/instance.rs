@@ -15,7 +15,7 @@ use wasmtime::Store;
 use super::bindings::{StageProcessor, StageProcessorPre, WorkerAdapter, WorkerAdapterPre};
 use super::engine::{PluginEngine, TICK};
 use super::host::{PluginContext, PluginState};
-use super::{CallError, PluginError};
+use super::CallError;
 use crate::config::Limits;
 
 /// The pre-instantiated component, typed by the world it implements.
@@ -167,13 +167,5 @@ impl Instances {
     /// Idle instances now in the pool.
     pub fn idle(&self) -> usize {
         self.idle.lock().map(|i| i.len()).unwrap_or(0)
-    }
-}
-
-/// The worker-adapter exports of an instance, or the error that it implements another world.
-pub fn worker_of<'a>(exports: &'a Exports, plugin: &str) -> Result<&'a WorkerAdapter, PluginError> {
-    match exports {
-        Exports::Worker(w) => Ok(w),
-        Exports::Stage(_) => Err(PluginError::WrongWorld { plugin: plugin.to_string(), expected: "worker-adapter" }),
     }
 }

@@ -57,7 +57,7 @@ pub enum PluginError {
     #[error("plugin `{0}` has no earlier version to roll back to")]
     NoPrevious(String),
     #[error("plugin `{plugin}`: loading ONNX model `{model}`")]
-    Model { plugin: String, model: String, #[source] source: ComputeError },
+    Model { plugin: String, model: String, #[source] source: Box<ComputeError> },
     #[error("plugin `{plugin}`: granting {path} as /data")]
     Grant { plugin: String, path: PathBuf, #[source] source: BoxError },
     #[error("the compile task stopped")]
@@ -273,14 +273,8 @@ impl Plugin {
         let path = resolve(&config.component);
         let bytes = tokio::fs::read(&path).await.map_err(|source| PluginError::Read { path: path.clone(), source })?;
         let data_dir = config.data_dir.as_deref().map(&resolve);
-        if let Some(dir) = &data_dir {
-            if !dir.is_dir() {
-                return Err(PluginError::Grant {
-                    plugin: config.name.clone(),
-                    path: dir.clone(),
-                    source: "not a folder".into(),
-                });
-            }
+        if let Some(dir) = data_dir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(PluginError::Grant { plugin: config.name.clone(), path: dir.clone(), source: "not a folder".into() });
         }
         let grants = Grants {
             config: config.config.clone(),

@@ -105,13 +105,12 @@ impl State {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| PluginError::InvalidInput(format!("cannot tokenise input: {e}")))?;
-        if !truncate {
-            if let Some((i, _)) = encodings.iter().enumerate().find(|(_, e)| !e.get_overflowing().is_empty()) {
-                return Err(PluginError::InvalidInput(format!(
-                    "input {i} is longer than the model's {} tokens and `truncate` is false",
-                    self.max_tokens
-                )));
-            }
+        let overlong = encodings.iter().position(|e| !e.get_overflowing().is_empty());
+        if let (false, Some(i)) = (truncate, overlong) {
+            return Err(PluginError::InvalidInput(format!(
+                "input {i} is longer than the model's {} tokens and `truncate` is false",
+                self.max_tokens
+            )));
         }
         let width = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
         let ids: Vec<Vec<i64>> = encodings.iter().map(|e| e.get_ids().iter().map(|&t| i64::from(t)).collect()).collect();
