@@ -1,1 +1,363 @@
-fn main() {}
+//! Side-by-side benchmarks, run by `cargo xtask bench embed`. Every figure is printed as a ratio against a
+//! baseline measured in the same run, on the same machine, on the same sentences.
+//!
+//! (a) raw ONNX Runtime from Rust with native `tokenizers`: the limit;
+//! (b) omnihost in process: the WebAssembly adapter tokenising and pooling, the host running the model;
+//! (c) omnihost over HTTP with 8 concurrent clients;
+//! (d) the same model driven by hand from Python.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use omnihost::compute::{Runtime, library};
+use omnihost::config::Config;
+use omnihost::server::Running;
+use ort::session::Session;
+use ort::value::Tensor;
+use serde_json::{Value, json};
+use tokenizers::Tokenizer;
+
+const MODEL: &str = "all-MiniLM-L6-v2";
+const BATCHES: [usize; 2] = [1, 32];
+const SECONDS: f64 = 3.0;
+
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// 64 sentences of varied length, the same for every contender.
+fn sentences() -> Vec<String> {
+    let subjects = ["A man", "The committee", "Our small team", "A very old lighthouse keeper", "She", "The model"];
+    let verbs = ["is eating", "reviewed", "quietly rebuilt", "argued about", "measured", "wrote down"];
+    let objects = [
+        "food.",
+        "a piece of bread.",
+        "the quarterly report before the deadline.",
+        "the stock market, which fell sharply today after weeks of speculation about interest rates.",
+        "every embedding in the index, one batch at a time, to make sure nothing drifted.",
+        "a note.",
+    ];
+    (0..64)
+        .map(|i| format!("{} {} {}", subjects[i % 6], verbs[(i / 6) % 6], objects[(i * 7 + i / 6) % 6]))
+        .collect()
+}
+
+struct Native {
+    tokenizer: Tokenizer,
+    session: Session,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Split {
+    tokenize: Duration,
+    run: Duration,
+    pool: Duration,
+}
+
+impl Native {
+    fn embed(&mut self, texts: &[String], split: &mut Split) -> Result<Vec<Vec<f32>>> {
+        let t0 = Instant::now();
+        let enc = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let width = enc.iter().map(|e| e.len()).max().unwrap_or(1);
+        let mut ids = vec![0i64; texts.len() * width];
+        let mut mask = vec![0i64; texts.len() * width];
+        for (r, e) in enc.iter().enumerate() {
+            for (c, (&id, &m)) in e.get_ids().iter().zip(e.get_attention_mask()).enumerate() {
+                ids[r * width + c] = i64::from(id);
+                mask[r * width + c] = i64::from(m);
+            }
+        }
+        let shape = vec![texts.len() as i64, width as i64];
+        let inputs = vec![
+            ("input_ids", Tensor::from_array((shape.clone(), ids))?.into_dyn()),
+            ("attention_mask", Tensor::from_array((shape.clone(), mask.clone()))?.into_dyn()),
+            ("token_type_ids", Tensor::from_array((shape, vec![0i64; texts.len() * width]))?.into_dyn()),
+        ];
+        let t1 = Instant::now();
+        let outputs = self.session.run(inputs)?;
+        let (dims, hidden) = outputs["last_hidden_state"].try_extract_tensor::<f32>()?;
+        let t2 = Instant::now();
+        let d = dims[2] as usize;
+        let mut out = Vec::with_capacity(texts.len());
+        for r in 0..texts.len() {
+            let mut v = vec![0f32; d];
+            let mut n = 0f32;
+            for c in 0..width {
+                if mask[r * width + c] == 0 {
+                    continue;
+                }
+                n += 1.0;
+                let row = &hidden[(r * width + c) * d..(r * width + c + 1) * d];
+                v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+            }
+            let norm = v.iter().map(|x| (x / n) * (x / n)).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x = *x / n / norm);
+            out.push(v);
+        }
+        let t3 = Instant::now();
+        split.tokenize += t1 - t0;
+        split.run += t2 - t1;
+        split.pool += t3 - t2;
+        Ok(out)
+    }
+}
+
+/// Runs `f` on rotating batches for `SECONDS`; returns sentences per second and iterations.
+async fn throughput<F, Fut>(sentences: &[String], batch: usize, mut f: F) -> Result<(f64, usize)>
+where
+    F: FnMut(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let batches: Vec<Vec<String>> = sentences.chunks(batch).filter(|c| c.len() == batch).map(<[String]>::to_vec).collect();
+    f(batches[0].clone()).await?;
+    let start = Instant::now();
+    let (mut done, mut i) = (0usize, 0usize);
+    while start.elapsed().as_secs_f64() < SECONDS {
+        f(batches[i % batches.len()].clone()).await?;
+        done += batch;
+        i += 1;
+    }
+    Ok((done as f64 / start.elapsed().as_secs_f64(), i))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// HTTP load from `clients` concurrent clients until `stop`; returns latencies and failures.
+async fn load(url: String, clients: usize, batch: usize, stop: Arc<AtomicBool>) -> Result<(Vec<Duration>, usize)> {
+    let sentences = Arc::new(sentences());
+    let client = reqwest::Client::new();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, url, stop, sentences) = (client.clone(), url.clone(), stop.clone(), sentences.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut failures, mut i) = (Vec::new(), 0usize, c * 7);
+                while !stop.load(Ordering::Relaxed) {
+                    let input: Vec<&String> = (0..batch).map(|k| &sentences[(i + k) % sentences.len()]).collect();
+                    i += batch;
+                    let t = Instant::now();
+                    let ok = match client.post(format!("{url}/v1/embeddings")).json(&json!({"model": MODEL, "input": input})).send().await {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if ok { latencies.push(t.elapsed()) } else { failures += 1 }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, f) = t.await?;
+        all.extend(l);
+        failed += f;
+    }
+    all.sort();
+    Ok((all, failed))
+}
+
+async fn embed_bench() -> Result<()> {
+    let root = root();
+    let models = root.join(".setup/models/all-minilm-l6-v2");
+    let sentences = sentences();
+    let lib = library::locate(None, std::slice::from_ref(&root))?;
+    let runtime = Runtime::load(&lib)?;
+    let mut native = Native {
+        tokenizer: {
+            let mut t = Tokenizer::from_file(models.join("tokenizer.json")).map_err(|e| anyhow::anyhow!("{e}"))?;
+            t.with_padding(None);
+            t.with_truncation(Some(tokenizers::TruncationParams { max_length: 256, ..Default::default() }))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            t
+        },
+        session: runtime
+            .session_builder()?
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+            .map_err(ort::Error::<()>::from)?
+            .commit_from_file(models.join("model.onnx"))?,
+    };
+    let text = std::fs::read_to_string(root.join("examples/omnihost.toml"))?;
+    let mut config = Config::parse(&text, &root.join("examples"))?;
+    config.plugins.push(Config::parse(
+        &format!("[[plugins]]\nname = \"faulty\"\ncomponent = \"{}\"\n", root.join("plugins/dist/faulty.wasm").display()),
+        &root,
+    )?.plugins.remove(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = Running::start(config, listener)?;
+    let services = server.wait_ready(Duration::from_secs(600)).await?;
+    let plugin = services.plugins.get("embed-minilm")?.clone();
+    let python = std::env::var_os("OMNIHOST_BENCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| root.join(".setup/venv/bin/python"));
+
+    println!("embedding benchmark: {} sentences, {SECONDS} s per figure, {} cores", sentences.len(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("{:<7} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7}", "batch", "a native/s", "b plugin/s", "c http/s", "d python/s", "b/a", "c/a", "d/b");
+    for batch in BATCHES {
+        let mut split = Split::default();
+        let (a, a_iters) = throughput(&sentences, batch, |texts| {
+            let r = native.embed(&texts, &mut split).map(drop);
+            async move { r }
+        })
+        .await?;
+        let version = plugin.current();
+        let model = plugin.models().next().context("the plugin has no model")?.clone();
+        let before = model.stats();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let (b, b_iters) = throughput(&sentences, batch, |texts| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let version = version.clone();
+            async move { version.embed(texts, true).await.map(drop).context("plugin embed") }
+        })
+        .await?;
+        let after = model.stats();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = tokio::spawn(load(server.url(), 8, batch, stop.clone()).await_after(Duration::from_secs_f64(SECONDS), stop.clone()));
+        let (latencies, failed) = handle.await??;
+        let c = latencies.len() as f64 * batch as f64 / SECONDS;
+        if failed > 0 {
+            bail!("{failed} HTTP requests failed");
+        }
+        let out = {
+            use std::io::Write;
+            let mut child = std::process::Command::new(&python)
+                .arg(root.join("bench/python/embed.py"))
+                .arg(&models)
+                .arg(batch.to_string())
+                .arg(SECONDS.to_string())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("starting the Python benchmark")?;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(sentences.join("\n").as_bytes())?;
+            }
+            child.wait_with_output()?
+        };
+        let d = serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v["sentences_per_s"].as_f64()).context("python benchmark output")?;
+        println!("{batch:<7} {a:>12.1} {b:>12.1} {c:>12.1} {d:>12.1} {:>7.3} {:>7.3} {:>7.3}", b / a, c / a, d / b);
+        // Pre/post-processing: the plugin's time outside the model run vs native tokenising + pooling.
+        let per_a = |d: Duration| d.as_secs_f64() / a_iters as f64 * 1e6;
+        let native_prepost = per_a(split.tokenize) + per_a(split.pool);
+        // The plugin's own time: its calls' wall time minus the time they spent waiting on the model.
+        let calls = calls.load(Ordering::Relaxed) as f64;
+        let _ = b_iters;
+        let plugin_total = 1e6 * batch as f64 / b;
+        let plugin_compute = (after.busy - before.busy).as_secs_f64() * 1e6 / calls;
+        let plugin_prepost = plugin_total - plugin_compute;
+        println!(
+            "        per batch: native tokenise {:.0} µs + run {:.0} µs + pool {:.0} µs; plugin {:.0} µs outside the model run ({:.2}× native), model run {:.0} µs",
+            per_a(split.tokenize), per_a(split.run), per_a(split.pool), plugin_prepost, plugin_prepost / native_prepost, plugin_compute
+        );
+    }
+
+    // Tokenising alone: `count-tokens` in the plugin vs the native tokenizer, per sentence.
+    let version = plugin.current();
+    let n = 2000;
+    let t = Instant::now();
+    for i in 0..n {
+        version.count_tokens(sentences[i % sentences.len()].clone()).await?;
+    }
+    let wasm_tok = t.elapsed().as_secs_f64() / n as f64 * 1e6;
+    let t = Instant::now();
+    for i in 0..n {
+        std::hint::black_box(native.tokenizer.encode(sentences[i % sentences.len()].as_str(), true).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let native_tok = t.elapsed().as_secs_f64() / n as f64 * 1e6;
+    let faulty = services.plugins.get("faulty")?.current();
+    let n = 20_000;
+    for _ in 0..1000 {
+        faulty.count_tokens("x".into()).await?;
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        faulty.count_tokens("x".into()).await?;
+    }
+    let overhead = t.elapsed().as_secs_f64() / n as f64 * 1e6;
+    println!("tokenising one sentence: wasm {wasm_tok:.1} µs (call included), native {native_tok:.1} µs: {:.2}×", wasm_tok / native_tok);
+    println!("per-call plugin overhead (pooled instance, trivial export): {overhead:.1} µs");
+
+    // Hot swap under load: 8 clients at batch 1; steady p99, then p99 while swapping 10 times each way.
+    let negate = std::fs::read(root.join("plugins/dist/embed_minilm_negate.wasm"))?;
+    let original = std::fs::read(root.join("plugins/dist/embed_minilm.wasm"))?;
+    // Compile both once so the measured swaps are what an operator sees when re-deploying a known build.
+    let embed = services.plugins.get("embed-minilm")?.clone();
+    embed.swap(negate.clone(), "bench").await?;
+    embed.swap(original.clone(), "bench").await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = tokio::spawn(load(server.url(), 8, 1, stop.clone()).await_after(Duration::from_secs(4), stop.clone()));
+    let (steady, steady_failed) = steady.await??;
+    let p_steady = percentile(&steady, 0.99);
+    println!("hot swap under load (8 clients, batch 1): steady p99 {:.2} ms over {} requests, {steady_failed} failed", p_steady.as_secs_f64() * 1e3, steady.len());
+    // Re-deploying known builds (roll back and forward): the previous version is kept warm.
+    let known = [negate.clone(), original.clone()];
+    // New builds: a custom section makes each a never-seen component, so it is compiled, validated and
+    // pre-warmed while traffic flows.
+    let fresh: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| {
+            let mut bytes = if i % 2 == 0 { negate.clone() } else { original.clone() };
+            let name = b"omnihost-bench";
+            let payload = [i; 8];
+            bytes.push(0);
+            bytes.push((1 + name.len() + payload.len()) as u8);
+            bytes.push(name.len() as u8);
+            bytes.extend_from_slice(name);
+            bytes.extend_from_slice(&payload);
+            bytes
+        })
+        .collect();
+    for (label, builds, rounds) in [("known builds", &known[..], 10usize), ("new builds", &fresh[..], 1)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let during = tokio::spawn(load(server.url(), 8, 1, stop.clone()));
+        let t = Instant::now();
+        let mut swaps = 0;
+        for _ in 0..rounds {
+            for build in builds {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                embed.swap(build.clone(), "bench").await?;
+                swaps += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let window = t.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let (during, during_failed) = during.await??;
+        let p_during = percentile(&during, 0.99);
+        println!(
+            "  {label}: {swaps} swaps in {:.2} s, {} requests, {during_failed} failed; p99 {:.2} ms: {:.2}× steady",
+            window.as_secs_f64(),
+            during.len(),
+            p_during.as_secs_f64() * 1e3,
+            p_during.as_secs_f64() / p_steady.as_secs_f64()
+        );
+    }
+    server.stop().await?;
+    Ok(())
+}
+
+/// Sets `stop` after `after`, then yields the future's output.
+trait AwaitAfter: std::future::Future + Sized {
+    async fn await_after(self, after: Duration, stop: Arc<AtomicBool>) -> Self::Output {
+        let stopper = async {
+            tokio::time::sleep(after).await;
+            stop.store(true, Ordering::Relaxed);
+        };
+        let (out, ()) = tokio::join!(self, stopper);
+        out
+    }
+}
+impl<F: std::future::Future> AwaitAfter for F {}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "embed".into());
+    match what.as_str() {
+        "embed" => embed_bench().await,
+        other => bail!("unknown benchmark `{other}` (known: embed)"),
+    }
+}

@@ -10,6 +10,7 @@ pub mod tensor;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -94,6 +95,11 @@ impl Runtime {
         Ok(rt)
     }
 
+    /// A session builder on this environment, for programs that drive ONNX Runtime directly (benchmarks).
+    pub fn session_builder(&self) -> Result<ort::session::builder::SessionBuilder, ort::Error> {
+        Session::builder(&self.env)
+    }
+
     /// Loads a model and starts its thread; returns once the session is built and warmed up.
     pub fn load_model(&self, name: &str, path: &Path, settings: &ComputeSettings) -> Result<Arc<Model>, ComputeError> {
         if !path.is_file() {
@@ -130,6 +136,8 @@ impl Runtime {
             providers,
             tensor_limit: settings.tensor_limit,
             tx,
+            runs: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
         };
         tracing::info!(
             model = name,
@@ -216,6 +224,16 @@ pub struct Model {
     pub providers: Vec<Provider>,
     pub tensor_limit: usize,
     tx: mpsc::Sender<Job>,
+    runs: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+/// Counters of a model since it was loaded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ModelStats {
+    pub runs: u64,
+    /// Time callers spent waiting for runs (queue and run), summed.
+    pub busy: std::time::Duration,
 }
 
 impl Model {
@@ -242,8 +260,19 @@ impl Model {
         if let Some(missing) = self.inputs.iter().find(|i| !seen.contains(i.name.as_str())) {
             return Err(ComputeError::MissingInput { model: self.name.clone(), name: missing.name.clone() });
         }
+        let started = Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { inputs, reply }).await.map_err(|_| ComputeError::Stopped(self.name.clone()))?;
-        rx.await.map_err(|_| ComputeError::Stopped(self.name.clone()))?
+        let result = rx.await.map_err(|_| ComputeError::Stopped(self.name.clone()))?;
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+
+    pub fn stats(&self) -> ModelStats {
+        ModelStats {
+            runs: self.runs.load(Ordering::Relaxed),
+            busy: std::time::Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
+        }
     }
 }

@@ -116,20 +116,29 @@ impl Instances {
             Some(i) => i,
             None => self.instantiate().await?,
         };
+        let result = self.call_on(&mut instance, f).await;
+        if result.is_ok() {
+            self.give_back(instance);
+        }
+        result
+    }
+
+    /// Runs `f` on the given instance under the version's limits. After an error the instance must be dropped.
+    pub async fn call_on<R: Send>(
+        &self,
+        instance: &mut Instance,
+        f: impl for<'a> FnOnce(&'a Exports, &'a mut Store<PluginState>) -> CallFuture<'a, R> + Send,
+    ) -> Result<R, CallError> {
         self.arm(&mut instance.store)?;
         // The epoch deadline stops guest code; this outer timeout also bounds time spent waiting on the host
         // (a compute queue), with one tick of slack so the epoch trap wins when both fire.
         let budget = Duration::from_millis(self.limits.timeout_ms) + TICK * 2;
         let outcome = tokio::time::timeout(budget, f(&instance.exports, &mut instance.store)).await;
-        let result = match outcome {
+        match outcome {
             Err(_) => Err(CallError::Timeout { plugin: self.ctx.plugin.clone(), after_ms: self.limits.timeout_ms }),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.classify(&instance.store, e)),
-        };
-        if result.is_ok() {
-            self.give_back(instance);
         }
-        result
     }
 
     fn classify(&self, store: &Store<PluginState>, e: wasmtime::Error) -> CallError {
@@ -155,9 +164,14 @@ impl Instances {
         }
     }
 
-    /// Instantiates once and keeps the instance warm: the smoke test of a new version.
+    /// A new instance, not yet in the pool: the smoke test and pre-warming of a new version.
     pub async fn warm(&self) -> Result<Instance, CallError> {
         self.instantiate().await
+    }
+
+    /// How many idle instances the pool keeps.
+    pub fn pool_size(&self) -> usize {
+        if self.limits.fresh_instance_per_call { 0 } else { self.limits.pool_size }
     }
 
     pub fn adopt(&self, instance: Instance) {

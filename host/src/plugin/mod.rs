@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -245,6 +245,8 @@ pub struct Plugin {
     engine: Arc<PluginEngine>,
     grants: Grants,
     current: ArcSwap<Version>,
+    /// The version before the current one, kept warm so that rolling back (or re-deploying it) is instant.
+    previous: ArcSwapOption<Version>,
     history: Mutex<Vec<HistoryEntry>>,
     swap_lock: tokio::sync::Mutex<()>,
 }
@@ -300,6 +302,7 @@ impl Plugin {
             engine,
             grants,
             current: ArcSwap::from_pointee(version),
+            previous: ArcSwapOption::empty(),
             history: Mutex::new(vec![entry]),
             swap_lock: tokio::sync::Mutex::new(()),
         })
@@ -354,11 +357,20 @@ impl Plugin {
         size: usize,
         precompiled: bool,
     ) -> Result<VersionInfo, PluginError> {
-        let version =
-            prepare(&self.engine, &self.name, self.world, &self.grants, component.clone(), sha, source, size, precompiled)
-                .await?;
-        let info = version.info.clone();
-        self.current.store(Arc::new(version));
+        let version = match self.previous.load_full().filter(|p| p.info.sha256 == sha) {
+            Some(warm) => warm,
+            None => Arc::new(
+                prepare(&self.engine, &self.name, self.world, &self.grants, component.clone(), sha, source, size, precompiled)
+                    .await?,
+            ),
+        };
+        let info = VersionInfo {
+            loaded_at: crate::time::rfc3339(SystemTime::now()),
+            source: source.to_string(),
+            ..version.info.clone()
+        };
+        let replaced = self.current.swap(version);
+        self.previous.store(Some(replaced));
         let mut history = self.lock_history();
         history.push(HistoryEntry { info: info.clone(), component });
         if history.len() > HISTORY {
@@ -382,7 +394,7 @@ impl Plugin {
         PluginStatus {
             name: self.name.clone(),
             world: self.world.name(),
-            current: current.info.clone(),
+            current: self.lock_history().last().map(|e| e.info.clone()).unwrap_or_else(|| current.info.clone()),
             adapter: current.adapter.clone(),
             idle_instances: current.idle_instances(),
             history: self.history(),
@@ -404,6 +416,16 @@ async fn compile(engine: &Arc<PluginEngine>, bytes: Vec<u8>) -> Result<(Componen
     let engine = engine.clone();
     // Cranelift is CPU-bound for seconds on a large component: keep it off the async workers.
     tokio::task::spawn_blocking(move || engine.compile(&bytes)).await.map_err(PluginError::Join)?
+}
+
+fn metadata<'a>(
+    exports: &'a Exports,
+    store: &'a mut wasmtime::Store<host::PluginState>,
+) -> instance::CallFuture<'a, wit::AdapterMetadata> {
+    match exports {
+        Exports::Worker(w) => Box::pin(async move { w.omnihost_plugin_worker().call_metadata(store).await }),
+        Exports::Stage(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
+    }
 }
 
 /// Type-checks `component` against the plugin's world, instantiates it and smoke-calls it.
@@ -437,46 +459,49 @@ async fn prepare(
     });
     let instances = Instances::new(engine.clone(), pre, ctx, grants.limits.clone(), grants.wasi.clone());
     let smoke = |source| PluginError::Smoke { plugin: name.to_string(), source };
-    let warm = instances.warm().await.map_err(smoke)?;
-    instances.adopt(warm);
-    let mut version = Version {
+    let mut first = instances.warm().await.map_err(smoke)?;
+    let adapter = match world {
+        World::WorkerAdapter => {
+            let meta = instances.call_on(&mut first, metadata).await.map_err(smoke)?;
+            Some(AdapterInfo {
+                name: meta.name,
+                version: meta.version,
+                worker_types: meta.worker_types,
+                embedding_dimensions: meta.embedding_dimensions,
+                max_input_tokens: meta.max_input_tokens,
+            })
+        }
+        World::StageProcessor => None,
+    };
+    instances.adopt(first);
+    let version = Version {
         info: VersionInfo {
             sha256: sha,
             loaded_at: crate::time::rfc3339(SystemTime::now()),
             source: source.to_string(),
             bytes: size,
             precompiled,
-            adapter: None,
+            adapter: adapter.as_ref().map(|a| format!("{} {}", a.name, a.version)),
         },
-        adapter: None,
+        adapter,
         instances,
     };
-    if world == World::WorkerAdapter {
-        let meta = version
-            .instances
-            .call(|exports, store| match exports {
-                Exports::Worker(w) => Box::pin(async move { w.omnihost_plugin_worker().call_metadata(store).await }),
-                Exports::Stage(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
-            })
-            .await
-            .map_err(smoke)?;
-        version.info.adapter = Some(format!("{} {}", meta.name, meta.version));
-        version.adapter = Some(AdapterInfo {
-            name: meta.name,
-            version: meta.version,
-            worker_types: meta.worker_types,
-            embedding_dimensions: meta.embedding_dimensions,
-            max_input_tokens: meta.max_input_tokens,
-        });
-        let embeds = version.adapter.as_ref().is_some_and(|a| a.worker_types.iter().any(|t| t == "text2vec"));
-        if embeds {
-            let declared = version.adapter.as_ref().and_then(|a| a.embedding_dimensions);
-            let out = version.embed(vec!["omnihost smoke test".into()], true).await.map_err(smoke)?;
-            let got = out.first().map(|e| e.values.len()).unwrap_or(0);
-            if declared != Some(got as u32) {
-                return Err(PluginError::SmokeDimensions { plugin: name.to_string(), declared, got });
-            }
+    if let Some(adapter) = version.adapter.as_ref().filter(|a| a.worker_types.iter().any(|t| t == "text2vec")) {
+        let declared = adapter.embedding_dimensions;
+        let out = version.embed(vec!["omnihost smoke test".into()], true).await.map_err(smoke)?;
+        let got = out.first().map(|e| e.values.len()).unwrap_or(0);
+        if declared != Some(got as u32) {
+            return Err(PluginError::SmokeDimensions { plugin: name.to_string(), declared, got });
         }
+    }
+    // Fill the warm pool before the version takes traffic, so the switch does not make requests pay for
+    // instantiation and the adapter's set-up (a tokenizer parse) at the moment load moves over.
+    for _ in 1..version.instances.pool_size() {
+        let mut instance = version.instances.warm().await.map_err(smoke)?;
+        if world == World::WorkerAdapter {
+            version.instances.call_on(&mut instance, metadata).await.map_err(smoke)?;
+        }
+        version.instances.adopt(instance);
     }
     Ok(version)
 }
