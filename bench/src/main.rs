@@ -298,11 +298,12 @@ async fn embed_bench() -> Result<()> {
     let known = [negate.clone(), original.clone()];
     // New builds: a custom section makes each a never-seen component, so it is compiled, validated and
     // pre-warmed while traffic flows.
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let fresh: Vec<Vec<u8>> = (0..4u8)
         .map(|i| {
             let mut bytes = if i % 2 == 0 { negate.clone() } else { original.clone() };
             let name = b"omnihost-bench";
-            let payload = [i; 8];
+            let payload = (run_id + u64::from(i)).to_le_bytes();
             bytes.push(0);
             bytes.push((1 + name.len() + payload.len()) as u8);
             bytes.push(name.len() as u8);

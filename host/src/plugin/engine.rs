@@ -43,6 +43,7 @@ fn config(max_memory: usize, fuel: bool, pooling: bool) -> Config {
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
     config.cranelift_opt_level(OptLevel::Speed);
+    config.parallel_compilation(false);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)

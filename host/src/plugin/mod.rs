@@ -60,8 +60,10 @@ pub enum PluginError {
     Model { plugin: String, model: String, #[source] source: Box<ComputeError> },
     #[error("plugin `{plugin}`: granting {path} as /data")]
     Grant { plugin: String, path: PathBuf, #[source] source: BoxError },
-    #[error("the compile task stopped")]
-    Join(#[source] tokio::task::JoinError),
+    #[error("starting a compile thread")]
+    CompileThread(#[source] std::io::Error),
+    #[error("the compile thread stopped without a result")]
+    CompileStopped,
 }
 
 /// A typed error a plugin returned from an export (the WIT `plugin-error`).
@@ -412,10 +414,26 @@ impl Plugin {
     }
 }
 
+/// How much lower than request work a compile runs (a `nice` increment).
+const COMPILE_NICENESS: i32 = 10;
+
 async fn compile(engine: &Arc<PluginEngine>, bytes: Vec<u8>) -> Result<(Component, String, bool), PluginError> {
     let engine = engine.clone();
-    // Cranelift is CPU-bound for seconds on a large component: keep it off the async workers.
-    tokio::task::spawn_blocking(move || engine.compile(&bytes)).await.map_err(PluginError::Join)?
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Cranelift is CPU-bound for seconds on a large component. It runs on a thread of its own at a lower
+    // priority, so that a swap while serving takes idle CPU rather than the requests' (the engine compiles
+    // on one thread for the same reason). The thread ends with the compile, so its priority dies with it.
+    std::thread::Builder::new()
+        .name("wasm-compile".into())
+        .spawn(move || {
+            let tid = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(tid), COMPILE_NICENESS) {
+                tracing::debug!(error = %e, "could not lower the compile thread's priority");
+            }
+            let _ = tx.send(engine.compile(&bytes));
+        })
+        .map_err(PluginError::CompileThread)?;
+    rx.await.map_err(|_| PluginError::CompileStopped)?
 }
 
 fn metadata<'a>(
