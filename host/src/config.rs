@@ -342,6 +342,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/omnihost.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.models[0].name, "all-MiniLM-L6-v2");
+        assert_eq!(config.models[0].worker_type, WorkerType::Text2vec);
+        assert_eq!(config.compute.execution_providers, vec![Provider::Cpu]);
+        assert!(config.resolve(&config.plugins[0].component).ends_with("plugins/dist/embed_minilm.wasm"));
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let s = ServerConfig { api_keys: vec![Secret::new("sk-very-secret")], ..Default::default() };
         assert!(!format!("{s:?}").contains("sk-very-secret"));

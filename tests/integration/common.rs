@@ -97,3 +97,22 @@ pub fn vectors(body: &Value) -> Vec<Vec<f32>> {
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+/// TOML serving the `faulty` fixture component as model `model`, with the given plugin limits and batch settings.
+pub fn faulty_model(model: &str, limits: &str, batch: &str) -> String {
+    format!(
+        r#"
+[[plugins]]
+name = "faulty"
+component = "{}"
+limits = {{ {limits} }}
+
+[[models]]
+name = "{model}"
+worker_type = "text2vec"
+plugin = "faulty"
+batch = {{ {batch} }}
+"#,
+        component("faulty.wasm").display()
+    )
+}

@@ -97,21 +97,7 @@ async fn api_keys_guard_v1_and_the_admin_token_guards_admin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_429_and_queued_requests_still_complete() {
-    let extra = format!(
-        r#"
-[[plugins]]
-name = "faulty"
-component = "{}"
-limits = {{ timeout_ms = 3000, max_concurrency = 1 }}
-
-[[models]]
-name = "slow"
-worker_type = "text2vec"
-plugin = "faulty"
-batch = {{ queue_capacity = 1 }}
-"#,
-        component("faulty.wasm").display()
-    );
+    let extra = faulty_model("slow", "timeout_ms = 3000, max_concurrency = 1", "queue_capacity = 1");
     let server = start(&extra).await;
     let client = client();
     let url = server.url();

@@ -176,3 +176,29 @@ async fn the_cli_swaps_and_lists_plugins_of_a_running_server() {
     assert!(rolled.contains("embed-minilm now serves"), "{rolled}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_processor_slots_accept_only_stage_processors() {
+    let extra = format!(
+        "[[plugins]]\nname = \"stage\"\ncomponent = \"{}\"\nworld = \"stage-processor\"\n",
+        component("passthrough_stage.wasm").display()
+    );
+    let server = start(&extra).await;
+    let client = client();
+    let url = server.url();
+    let list: Value = client.get(format!("{url}/admin/plugins")).send().await.unwrap().json().await.unwrap();
+    let stage = list["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "stage").unwrap().clone();
+    assert_eq!(stage["world"], "stage-processor");
+    assert!(stage["adapter"].is_null());
+
+    let worker = std::fs::read(component("embed_minilm.wasm")).unwrap();
+    let refused = client.put(format!("{url}/admin/plugins/stage")).body(worker).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("stage-processor"), "{body}");
+
+    let same = std::fs::read(component("passthrough_stage.wasm")).unwrap();
+    let accepted = client.put(format!("{url}/admin/plugins/stage")).body(same).send().await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    server.stop().await.unwrap();
+}

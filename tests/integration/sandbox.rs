@@ -6,20 +6,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 fn faulty_config() -> String {
-    format!(
-        r#"
-[[plugins]]
-name = "faulty"
-component = "{}"
-limits = {{ timeout_ms = 1000, memory_mib = 64 }}
-
-[[models]]
-name = "faulty"
-worker_type = "text2vec"
-plugin = "faulty"
-"#,
-        component("faulty.wasm").display()
-    )
+    faulty_model("faulty", "timeout_ms = 1000, memory_mib = 64", "")
 }
 
 async fn fault_beside_good_traffic(trigger: &str, status: u16, code: &str) {

@@ -8,13 +8,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::openai::json_object;
+use super::openai::{body_bytes, json_object};
 
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -27,14 +26,7 @@ pub async fn swap(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let limit = state.settings().plugin_body_limit;
-    let bytes = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(limit)
-        } else {
-            ApiError::invalid(None, format!("Could not read the component: {r}"))
-        }
-    })?;
+    let bytes = body_bytes(body, state.settings().plugin_body_limit)?;
     if bytes.is_empty() {
         return Err(ApiError::invalid(None, "The body must be the component's bytes (a .wasm file)"));
     }

@@ -21,15 +21,20 @@ use super::error::ApiError;
 /// Header naming the plugin version (first 12 hex digits of its sha256) that computed a response.
 pub const VERSION_HEADER: &str = "x-omnihost-plugin-version";
 
-/// Parses a JSON object body, turning every failure into a 400 or 413 that says what was wrong.
-pub fn json_object(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Map<String, Value>, ApiError> {
-    let bytes = body.map_err(|rejection| {
+/// The body, or a 413 past `limit` / a 400 when it could not be read.
+pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(limit)
         } else {
             ApiError::invalid(None, format!("Could not read the request body: {rejection}"))
         }
-    })?;
+    })
+}
+
+/// Parses a JSON object body, turning every failure into a 400 or 413 that says what was wrong.
+pub fn json_object(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Map<String, Value>, ApiError> {
+    let bytes = body_bytes(body, limit)?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid(None, format!("The request body is not valid JSON: {e}")))?;
     match value {

@@ -392,14 +392,15 @@ impl Plugin {
     }
 
     pub fn status(&self) -> PluginStatus {
-        let current = self.current();
+        let version = self.current();
+        let history = self.history();
         PluginStatus {
             name: self.name.clone(),
             world: self.world.name(),
-            current: self.lock_history().last().map(|e| e.info.clone()).unwrap_or_else(|| current.info.clone()),
-            adapter: current.adapter.clone(),
-            idle_instances: current.idle_instances(),
-            history: self.history(),
+            current: history.last().cloned().unwrap_or_else(|| version.info.clone()),
+            adapter: version.adapter.clone(),
+            idle_instances: version.idle_instances(),
+            history,
         }
     }
 
