@@ -69,3 +69,18 @@ async fn a_typed_plugin_error_is_a_400_and_keeps_the_instance() {
     assert_eq!(got, 200);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fuel_limit_stops_a_loop_and_spares_plugins_without_one() {
+    let server = start(&faulty_model("faulty", "timeout_ms = 20000, fuel = 50000000", "")).await;
+    let client = client();
+    let (got, body) = embed_raw(&client, &server.url(), json!({"model": "faulty", "input": "loop"})).await;
+    assert_eq!(got, 500, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_out_of_fuel", "{body}");
+    let (got, _) = embed_raw(&client, &server.url(), json!({"model": "faulty", "input": "fine"})).await;
+    assert_eq!(got, 200);
+    // The embedding plugin has no fuel limit: metering being on for the engine must not starve it.
+    let v = embed(&client, &server.url(), &["A man is eating food."]).await;
+    assert_eq!(v[0].len(), 384);
+    server.stop().await.unwrap();
+}

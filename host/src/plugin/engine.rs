@@ -29,6 +29,8 @@ pub struct PluginEngine {
     compat: String,
     ticker_stop: Arc<AtomicBool>,
     pub pooling: bool,
+    /// Whether fuel is metered: then every store needs fuel, even those of plugins without a fuel limit.
+    pub fuel: bool,
 }
 
 impl Drop for PluginEngine {
@@ -98,7 +100,7 @@ impl PluginEngine {
                 }
             })
             .map_err(PluginError::Ticker)?;
-        Ok(Self { engine, linker, cache_dir: cache_dir.to_path_buf(), compat, ticker_stop, pooling })
+        Ok(Self { engine, linker, cache_dir: cache_dir.to_path_buf(), compat, ticker_stop, pooling, fuel })
     }
 
     /// Compiles a component, or loads it precompiled from the cache. The cache key is the component's sha256

@@ -92,9 +92,10 @@ impl Instances {
         let ticks = self.limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        if let Some(fuel) = self.limits.fuel {
+        if self.engine.fuel {
+            // Metering is engine-wide; a plugin without a fuel limit gets an unlimited tank.
             store
-                .set_fuel(fuel)
+                .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
                 .map_err(|e| CallError::Instantiate { plugin: self.ctx.plugin.clone(), source: e.into() })?;
         }
         store.data_mut().limiter.hit = false;

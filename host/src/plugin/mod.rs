@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod engine;
 pub mod host;
 pub mod instance;
+pub mod output;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -112,13 +113,15 @@ pub enum CallError {
 /// Read-only filesystem grant of a plugin: its data folder, visible as `/data`.
 #[derive(Clone, Debug)]
 pub struct WasiGrant {
+    plugin: String,
     data_dir: Option<PathBuf>,
 }
 
 impl WasiGrant {
     fn build(&self) -> Result<WasiCtx, BoxError> {
         let mut builder = WasiCtxBuilder::new();
-        builder.inherit_stderr();
+        builder.stdout(output::PluginOutput::new(&self.plugin, "stdout"));
+        builder.stderr(output::PluginOutput::new(&self.plugin, "stderr"));
         if let Some(dir) = &self.data_dir {
             builder.preopened_dir(dir, "/data", FsPerms::ReadOnly).map_err(BoxError::from)?;
         }
@@ -285,7 +288,7 @@ impl Plugin {
             models,
             tensor_limit,
             limits: config.limits.clone(),
-            wasi: WasiGrant { data_dir },
+            wasi: WasiGrant { plugin: config.name.clone(), data_dir },
         };
         let started = std::time::Instant::now();
         let (component, sha, precompiled) = compile(&engine, bytes.clone()).await?;
