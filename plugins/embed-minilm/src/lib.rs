@@ -71,7 +71,7 @@ fn load() -> Result<State, PluginError> {
         .and_then(|o| o.dimensions.last().copied())
         .filter(|d| *d > 0)
         .ok_or_else(|| PluginError::Internal(format!("model `{model}` has no last_hidden_state [b, s, d] output")))?;
-    log::log(Level::Info, &format!("loaded tokenizer {path} and model `{model}` ({dimensions} dimensions)"));
+    log::log(Level::Debug, &format!("loaded tokenizer {path} and model `{model}` ({dimensions} dimensions)"));
     Ok(State { tokenizer, session, max_tokens, max_batch, dimensions: dimensions as u32 })
 }
 
