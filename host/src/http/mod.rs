@@ -145,3 +145,56 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("not_found", "No such route") })
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn settings() -> HttpSettings {
+        HttpSettings::from(&ServerConfig::default())
+    }
+
+    async fn status_and_body(app: Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn before_loading_finishes_health_is_live_but_not_ready_and_the_api_says_why() {
+        let state = AppState::new(settings());
+        let (status, body) = status_and_body(router(state.clone()), Request::get("/health/live").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("live")));
+        let (status, body) = status_and_body(router(state.clone()), Request::get("/health/ready").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("loading")));
+        let (status, body) = status_and_body(router(state.clone()), Request::get("/v1/models").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "not_ready");
+
+        state.set_failed("model file missing".into());
+        let (status, body) = status_and_body(router(state), Request::get("/health/ready").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "model file missing");
+    }
+
+    #[tokio::test]
+    async fn without_an_admin_token_admin_refuses_clients_not_known_to_be_on_loopback() {
+        let app = router(AppState::new(settings()));
+        let (status, body) = status_and_body(app, Request::get("/admin/plugins").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body["error"]["message"].as_str().unwrap().contains("loopback"));
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_get_an_openai_shaped_404() {
+        let app = router(AppState::new(settings()));
+        let (status, body) = status_and_body(app, Request::get("/v2/nothing").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+}
