@@ -180,16 +180,24 @@ async fn the_cli_swaps_and_lists_plugins_of_a_running_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stage_processor_slots_accept_only_stage_processors() {
     let extra = format!(
-        "[[plugins]]\nname = \"stage\"\ncomponent = \"{}\"\nworld = \"stage-processor\"\n",
-        component("passthrough_stage.wasm").display()
+        "[[plugins]]\nname = \"stage\"\ncomponent = \"{}\"\nworld = \"stage-processor\"\n{}",
+        component("passthrough_stage.wasm").display(),
+        faulty_model("fresh", "fresh_instance_per_call = true", "")
     );
     let server = start(&extra).await;
     let client = client();
     let url = server.url();
     let list: Value = client.get(format!("{url}/admin/plugins")).send().await.unwrap().json().await.unwrap();
-    let stage = list["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "stage").unwrap().clone();
+    let plugin = |name: &str| list["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone();
+    let stage = plugin("stage");
     assert_eq!(stage["world"], "stage-processor");
     assert!(stage["adapter"].is_null());
+    // New versions take traffic with a full warm pool (4 by default); a fresh-instance plugin keeps none.
+    assert_eq!(plugin("embed-minilm")["idle_instances"], 4);
+    assert_eq!(plugin("stage")["idle_instances"], 4);
+    assert_eq!(plugin("faulty")["idle_instances"], 0);
+    let (status, body) = embed_raw(&client, &url, json!({"model": "fresh", "input": "abc"})).await;
+    assert_eq!((status, body["data"][0]["embedding"].clone()), (200, json!([3.0])));
 
     let worker = std::fs::read(component("embed_minilm.wasm")).unwrap();
     let refused = client.put(format!("{url}/admin/plugins/stage")).body(worker).send().await.unwrap();
