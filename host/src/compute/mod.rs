@@ -136,7 +136,6 @@ impl Runtime {
             providers,
             tensor_limit: settings.tensor_limit,
             tx,
-            runs: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
         };
         tracing::info!(
@@ -224,14 +223,12 @@ pub struct Model {
     pub providers: Vec<Provider>,
     pub tensor_limit: usize,
     tx: mpsc::Sender<Job>,
-    runs: AtomicU64,
     busy_nanos: AtomicU64,
 }
 
 /// Counters of a model since it was loaded.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ModelStats {
-    pub runs: u64,
     /// Time callers spent waiting for runs (queue and run), summed.
     pub busy: std::time::Duration,
 }
@@ -264,14 +261,12 @@ impl Model {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { inputs, reply }).await.map_err(|_| ComputeError::Stopped(self.name.clone()))?;
         let result = rx.await.map_err(|_| ComputeError::Stopped(self.name.clone()))?;
-        self.runs.fetch_add(1, Ordering::Relaxed);
         self.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
     }
 
     pub fn stats(&self) -> ModelStats {
         ModelStats {
-            runs: self.runs.load(Ordering::Relaxed),
             busy: std::time::Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
         }
     }

@@ -43,13 +43,24 @@ pub fn json_object(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<
     }
 }
 
+fn required<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a Value, ApiError> {
+    body.get(field).ok_or_else(|| ApiError::invalid(Some(field), format!("Missing required parameter: `{field}`")))
+}
+
 fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
-    match body.get(field) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(ApiError::invalid(Some(field), format!("`{field}` must not be empty"))),
-        Some(_) => Err(ApiError::invalid(Some(field), format!("`{field}` must be a string"))),
-        None => Err(ApiError::invalid(Some(field), format!("Missing required parameter: `{field}`"))),
+    match required(body, field)? {
+        Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
+        Value::String(_) => Err(ApiError::invalid(Some(field), format!("`{field}` must not be empty"))),
+        _ => Err(ApiError::invalid(Some(field), format!("`{field}` must be a string"))),
     }
+}
+
+/// Names the plugin version that computed `response` in [`VERSION_HEADER`].
+fn with_version(mut response: Response, version: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(version) {
+        response.headers_mut().insert(VERSION_HEADER, v);
+    }
+    response
 }
 
 fn string_list(value: &Value, field: &'static str, max: usize) -> Result<Vec<String>, ApiError> {
@@ -106,8 +117,7 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
     let settings = state.settings();
     let body = json_object(body, settings.body_limit)?;
     let model = required_string(&body, "model")?;
-    let input = body.get("input").ok_or_else(|| ApiError::invalid(Some("input"), "Missing required parameter: `input`"))?;
-    let texts = string_list(input, "input", settings.max_inputs_per_request)?;
+    let texts = string_list(required(&body, "input")?, "input", settings.max_inputs_per_request)?;
     let base64 = match body.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(f)) if f == "float" => false,
@@ -159,11 +169,7 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     });
-    let mut response = Json(body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&output.plugin_version) {
-        response.headers_mut().insert(VERSION_HEADER, v);
-    }
-    Ok(response)
+    Ok(with_version(Json(body).into_response(), &output.plugin_version))
 }
 
 pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -171,10 +177,7 @@ pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesReje
     let body = json_object(body, settings.body_limit)?;
     let model = required_string(&body, "model")?;
     let query = required_string(&body, "query")?;
-    let docs = body
-        .get("documents")
-        .ok_or_else(|| ApiError::invalid(Some("documents"), "Missing required parameter: `documents`"))?;
-    let documents = string_list(docs, "documents", settings.max_inputs_per_request)?;
+    let documents = string_list(required(&body, "documents")?, "documents", settings.max_inputs_per_request)?;
     let top_n = match body.get("top_n") {
         None | Some(Value::Null) => documents.len(),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => n.as_u64().unwrap_or(1) as usize,
@@ -197,9 +200,5 @@ pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesReje
             r
         })
         .collect();
-    let mut response = Json(json!({"object": "list", "model": model, "results": results})).into_response();
-    if let Ok(v) = HeaderValue::from_str(&version) {
-        response.headers_mut().insert(VERSION_HEADER, v);
-    }
-    Ok(response)
+    Ok(with_version(Json(json!({"object": "list", "model": model, "results": results})).into_response(), &version))
 }

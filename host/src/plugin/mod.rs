@@ -291,8 +291,9 @@ impl Plugin {
             wasi: WasiGrant { plugin: config.name.clone(), data_dir },
         };
         let started = std::time::Instant::now();
-        let (component, sha, precompiled) = compile(&engine, bytes.clone()).await?;
-        let version = prepare(&engine, &config.name, config.world, &grants, component.clone(), sha, "config", bytes.len(), precompiled).await?;
+        let size = bytes.len();
+        let (component, sha, precompiled) = compile(&engine, bytes).await?;
+        let version = prepare(&engine, &config.name, config.world, &grants, component.clone(), sha, "config", size, precompiled).await?;
         tracing::info!(
             plugin = %config.name,
             sha256 = %&version.info.sha256[..12],
