@@ -202,7 +202,7 @@ impl Default for Limits {
 }
 
 /// The worker types DB-GPT's cluster knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerType {
     Llm,
@@ -220,6 +220,12 @@ impl WorkerType {
             Self::Pipeline => "pipeline",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == text)
+    }
+
+    pub const ALL: [WorkerType; 4] = [Self::Llm, Self::Text2vec, Self::Reranker, Self::Pipeline];
 }
 
 #[derive(Clone, Debug, Deserialize)]

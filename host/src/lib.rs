@@ -11,6 +11,7 @@ pub mod compute;
 pub mod config;
 pub mod http;
 pub mod plugin;
+pub mod registry;
 pub mod server;
 pub mod time;
 pub mod worker;
