@@ -1,4 +1,5 @@
-//! Command-line interface: `omnihost serve`, and `omnihost plugin ...` against a running server.
+//! Command-line interface: the roles (`serve`, `controller`, `worker`, `api`) and the clients of a running
+//! cluster (`model ...`, `plugin ...`).
 
 use std::path::PathBuf;
 
@@ -15,6 +16,19 @@ pub struct Cli {
 pub enum Command {
     /// Serve the models and plugins of a config file (controller, workers and API in one process).
     Serve(ServeArgs),
+    /// Run the registry service only (scale-out).
+    Controller(ServeArgs),
+    /// Run a worker host: serve the config's models, register them with `--controller`, heartbeat.
+    Worker(ServeArgs),
+    /// Run the OpenAI-compatible API, routing to workers found through `--controller`.
+    Api(ServeArgs),
+    /// Manage the models of a running cluster.
+    Model {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Manage the plugins of a running server.
     Plugin {
         #[command(flatten)]
@@ -35,9 +49,19 @@ pub struct ServeArgs {
     /// API keys accepted on /v1, comma-separated (added to `server.api_keys`).
     #[arg(long, env = "OMNIHOST_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
-    /// Token required on /admin (without one, /admin answers on loopback only).
+    /// Token required on /admin and the controller and worker routes (without one, the process listens on
+    /// loopback only).
     #[arg(long, env = "OMNIHOST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The controller's URL (worker and api roles; overrides `cluster.controller`).
+    #[arg(long, env = "OMNIHOST_CONTROLLER")]
+    pub controller: Option<String>,
+    /// `host:port` other processes reach this worker host at (overrides `cluster.advertise`).
+    #[arg(long, env = "OMNIHOST_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// PostgreSQL URL for a shared registry (selects the `postgres` store; overrides `registry.url`).
+    #[arg(long, env = "OMNIHOST_REGISTRY_URL", hide_env_values = true)]
+    pub registry_url: Option<String>,
 }
 
 /// Which running server a client command talks to.
@@ -70,4 +94,50 @@ pub enum PluginCommand {
         #[arg(long)]
         to: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// List registered model instances.
+    List {
+        /// Only this model (a name or `name@type`).
+        #[arg(long)]
+        model: Option<String>,
+        /// Include unhealthy instances.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Start a model on a worker host.
+    Start {
+        model: String,
+        #[arg(long, default_value = "text2vec")]
+        worker_type: String,
+        /// The worker-adapter plugin (loaded on that host) to serve it with.
+        #[arg(long)]
+        plugin: String,
+        /// The worker host's URL (default: the controller's, which is the worker host under `serve`).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Extra parameters, `name=value` (max_batch, max_delay_ms, queue_capacity, concurrency_limit, weight).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// Stop a model on every host serving it.
+    Stop {
+        model: String,
+        #[arg(long, default_value = "text2vec")]
+        worker_type: String,
+    },
+    /// Restart a model on every host serving it.
+    Restart {
+        model: String,
+        #[arg(long, default_value = "text2vec")]
+        worker_type: String,
+    },
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("`{text}` is not name=value"))
 }

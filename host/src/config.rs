@@ -65,6 +65,10 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// The folder relative paths are resolved against (the config file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -126,6 +130,76 @@ impl Default for ComputeConfig {
             queue_capacity: 64,
             tensor_limit: 256 << 20,
         }
+    }
+}
+
+/// Where the controller keeps its registry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Forgets everything when the process ends.
+    Memory,
+    /// A file under the data dir (the default): survives restarts.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by several controllers.
+    Postgres,
+}
+
+/// The registry a controller keeps, and how it judges health.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub store: StoreKind,
+    /// SQLite file; default `<data_dir>/registry.sqlite3`.
+    pub path: Option<PathBuf>,
+    /// PostgreSQL URL (`postgres://user:password@host:port/db`); `--registry-url` / `OMNIHOST_REGISTRY_URL`.
+    pub url: Option<Secret>,
+    pub max_connections: u32,
+    /// How often the sweeper looks for silent instances.
+    pub sweep_interval_ms: u64,
+    /// Silence after which an instance is marked unhealthy.
+    pub heartbeat_timeout_ms: u64,
+    /// Silence after which an unhealthy instance is removed from the registry.
+    pub evict_after_ms: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Sqlite,
+            path: None,
+            url: None,
+            max_connections: 16,
+            sweep_interval_ms: 5_000,
+            heartbeat_timeout_ms: 15_000,
+            evict_after_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// How this process takes part in a cluster.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The controller to register with (worker role) or resolve models through (API role); `--controller`.
+    pub controller: Option<String>,
+    /// `host:port` other processes reach this worker host at; default the listen address. `--advertise`.
+    pub advertise: Option<String>,
+    /// How often each worker heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// How long the API server reuses an instance lookup before asking the registry again.
+    pub lookup_cache_ms: u64,
+    /// Timeout of a request forwarded to a remote worker.
+    pub forward_timeout_ms: u64,
+    /// Where the worker manager remembers models started or shut down at run time; default
+    /// `<data_dir>/started-models.json`. Give each worker host sharing a data dir its own.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { controller: None, advertise: None, heartbeat_interval_ms: 5_000, lookup_cache_ms: 1_000, forward_timeout_ms: 60_000, state_file: None }
     }
 }
 
@@ -228,7 +302,7 @@ impl WorkerType {
     pub const ALL: [WorkerType; 4] = [Self::Llm, Self::Text2vec, Self::Reranker, Self::Pipeline];
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The name clients use (`model` in requests).
@@ -238,10 +312,25 @@ pub struct ModelConfig {
     pub plugin: String,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Requests in flight at once (queued or running); more are refused with 429 (DB-GPT's
+    /// `limit_model_concurrency`).
+    #[serde(default = "default_concurrency_limit")]
+    pub concurrency_limit: usize,
+    /// Share of traffic this host's instance gets relative to other instances of the model.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_concurrency_limit() -> usize {
+    1024
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 /// Dynamic batching of embedding requests.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
     /// Most texts in one batch.

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use omnihost::config::{Config, Secret};
-use omnihost_cli::{Cli, Command, PluginCommand, ServeArgs, Target};
-use serde_json::Value;
+use omnihost::config::{Config, Secret, StoreKind};
+use omnihost::server::Role;
+use omnihost_cli::{Cli, Command, ModelCommand, PluginCommand, ServeArgs, Target};
+use serde_json::{Value, json};
 
 #[path = "cli.rs"]
 mod omnihost_cli;
@@ -23,13 +24,17 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(args, Role::Serve).await,
+            Command::Controller(args) => serve(args, Role::Controller).await,
+            Command::Worker(args) => serve(args, Role::Worker).await,
+            Command::Api(args) => serve(args, Role::Api).await,
             Command::Plugin { target, command } => plugin(target, command).await,
+            Command::Model { target, command } => model(target, command).await,
         }
     })
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     let mut config = Config::load(&args.config).with_context(|| format!("loading {}", args.config.display()))?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
@@ -38,16 +43,32 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(token) = args.admin_token.filter(|t| !t.is_empty()) {
         config.server.admin_token = Some(Secret::new(token));
     }
+    if let Some(controller) = args.controller.filter(|c| !c.is_empty()) {
+        config.cluster.controller = Some(controller);
+    }
+    if let Some(advertise) = args.advertise.filter(|a| !a.is_empty()) {
+        config.cluster.advertise = Some(advertise);
+    }
+    if let Some(url) = args.registry_url.filter(|u| !u.is_empty()) {
+        config.registry.store = StoreKind::Postgres;
+        config.registry.url = Some(Secret::new(url));
+    }
+    if matches!(role, Role::Controller | Role::Api) {
+        // These roles serve no models of their own; the config's models are for worker hosts.
+        config.models.clear();
+        config.plugins.clear();
+    }
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!("listening on http://{addr} (ready once models and plugins are loaded: GET /health/ready)");
+    omnihost::server::check_listen(addr, &config, role)?;
+    tracing::info!(role = ?role, "listening on http://{addr} (ready once models and plugins are loaded: GET /health/ready)");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    omnihost::server::serve(config, listener, shutdown).await.map_err(|e| {
+    omnihost::server::serve(config, role, listener, shutdown).await.map_err(|e| {
         anyhow::anyhow!("{}", omnihost::http::error::chain(&e))
     })
 }
@@ -109,6 +130,104 @@ async fn plugin(target: Target, command: PluginCommand) -> Result<()> {
                 v["sha256"].as_str().unwrap_or("").get(..12).unwrap_or(""),
                 v["adapter"].as_str().unwrap_or("-")
             );
+        }
+    }
+    Ok(())
+}
+
+/// Sends `request` with the admin token, failing with the server's message on an error status.
+async fn send(target: &Target, request: reqwest::RequestBuilder) -> Result<Value> {
+    let request = match &target.admin_token {
+        Some(t) => request.bearer_auth(t),
+        None => request,
+    };
+    let response = request.send().await.context("contacting the cluster")?;
+    let status = response.status();
+    let body: Value = response.json().await.context("reading the server's answer")?;
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("(no message)");
+        bail!("{status}: {message}");
+    }
+    Ok(body)
+}
+
+fn age(last_heartbeat: &str) -> String {
+    let Some(then) = omnihost::time::parse_rfc3339_ms(last_heartbeat) else { return "-".into() };
+    let secs = (omnihost::registry::now_ms() - then).max(0) / 1000;
+    match secs {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s => format!("{}h ago", s / 3600),
+    }
+}
+
+async fn model(target: Target, command: ModelCommand) -> Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let base = target.controller.trim_end_matches('/').to_string();
+    let instances = |key: Option<String>, all: bool| {
+        let mut query = vec![("healthy_only", (!all).to_string())];
+        query.extend(key.map(|k| ("model_name", k)));
+        client.get(format!("{base}/api/controller/models")).query(&query)
+    };
+    match command {
+        ModelCommand::List { model, all } => {
+            let body = send(&target, instances(model, all)).await?;
+            println!("{:<28} {:<9} {:<22} {:<8} {:>6}  LAST HEARTBEAT", "MODEL", "TYPE", "HOST:PORT", "HEALTHY", "WEIGHT");
+            for i in body.as_array().into_iter().flatten() {
+                let key = i["model_name"].as_str().unwrap_or("");
+                let (name, worker_type) = key.rsplit_once('@').unwrap_or((key, ""));
+                println!(
+                    "{:<28} {:<9} {:<22} {:<8} {:>6}  {}",
+                    name,
+                    worker_type,
+                    format!("{}:{}", i["host"].as_str().unwrap_or(""), i["port"]),
+                    if i["healthy"].as_bool() == Some(true) { "yes" } else { "no" },
+                    i["weight"].as_f64().map(|w| format!("{w}")).unwrap_or_default(),
+                    age(i["last_heartbeat"].as_str().unwrap_or("")),
+                );
+            }
+        }
+        ModelCommand::Start { model, worker_type, plugin, worker, params } => {
+            let mut p = serde_json::Map::new();
+            p.insert("plugin".into(), json!(plugin));
+            for (k, v) in params {
+                p.insert(k, serde_json::from_str(&v).unwrap_or(Value::String(v)));
+            }
+            let host = worker.unwrap_or_else(|| base.clone());
+            let body = json!({"model": model, "worker_type": worker_type, "params": p});
+            send(&target, client.post(format!("{}/api/worker/models/startup", host.trim_end_matches('/'))).json(&body)).await?;
+            println!("{model}@{worker_type} started on {host}");
+        }
+        command @ (ModelCommand::Stop { .. } | ModelCommand::Restart { .. }) => {
+            let is_restart = matches!(command, ModelCommand::Restart { .. });
+            let (ModelCommand::Stop { model, worker_type } | ModelCommand::Restart { model, worker_type }) = command else {
+                return Ok(());
+            };
+            let key = format!("{model}@{worker_type}");
+            let body = send(&target, instances(Some(key.clone()), true)).await?;
+            let mut hosts: Vec<String> = body
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| format!("http://{}:{}", i["host"].as_str().unwrap_or(""), i["port"]))
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            if hosts.is_empty() {
+                bail!("no host has registered {key}");
+            }
+            for host in hosts {
+                let (path, body) = if is_restart {
+                    ("/api/worker/apply", json!({"model": model, "worker_type": worker_type, "apply_type": "restart"}))
+                } else {
+                    ("/api/worker/models/shutdown", json!({"model": model, "worker_type": worker_type}))
+                };
+                let answer = send(&target, client.post(format!("{host}{path}")).json(&body)).await?;
+                if answer.get("success").and_then(Value::as_bool) == Some(false) {
+                    bail!("{host}: {}", answer["message"].as_str().unwrap_or("failed"));
+                }
+                println!("{key} {} on {host}", if is_restart { "restarted" } else { "stopped" });
+            }
         }
     }
     Ok(())

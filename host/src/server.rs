@@ -1,5 +1,6 @@
-//! Assembles a running server from a [`Config`]: loads ONNX Runtime and the models, compiles and validates
-//! the plugins, starts the workers, and serves HTTP while that happens (`/health/ready` says when it is done).
+//! Assembles a running server from a [`Config`] and a [`Role`]: opens the registry (controller), loads ONNX
+//! Runtime, compiles the plugins and starts the workers (worker host), sets up routing (API server), and serves
+//! HTTP while that happens (`/health/ready` says when it is done). `serve` plays every role in one process.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,10 +13,51 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::compute::{ComputeError, ComputeSettings, Model, Runtime, library};
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::http::{self, AppState, HttpSettings, Readiness, Services};
 use crate::plugin::{Plugin, PluginEngine, PluginError, Plugins};
-use crate::worker::{Worker, Workers};
+use crate::registry::{
+    MemoryRegistry, PostgresRegistry, Registry, RegistryError, RemoteRegistry, SqliteRegistry, SweepSettings, Sweeper,
+};
+use crate::worker::manager::{ManagerError, Registration, WorkerManager};
+use crate::worker::remote::Resolver;
+
+/// Which parts of omnihost a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Controller, worker host and API server in one process (the default).
+    Serve,
+    /// The registry service only.
+    Controller,
+    /// A worker host: registers its workers with a controller and serves `/api/worker/*`.
+    Worker,
+    /// The OpenAI-compatible front door, routing to workers found through a controller.
+    Api,
+}
+
+impl Role {
+    fn keeps_registry(self) -> bool {
+        matches!(self, Role::Serve | Role::Controller)
+    }
+
+    fn runs_workers(self) -> bool {
+        matches!(self, Role::Serve | Role::Worker)
+    }
+
+    /// Whether the process serves controller or worker routes, which must not be open to the network.
+    pub fn serves_cluster_routes(self) -> bool {
+        !matches!(self, Role::Api)
+    }
+
+    fn names(self) -> Vec<&'static str> {
+        match self {
+            Role::Serve => vec!["controller", "worker", "api"],
+            Role::Controller => vec!["controller"],
+            Role::Worker => vec!["worker"],
+            Role::Api => vec!["api"],
+        }
+    }
+}
 
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +74,125 @@ pub enum ServerError {
     NotReady(Duration),
     #[error("the server failed to load: {0}")]
     LoadFailed(String),
+    #[error(
+        "refusing to listen on {addr}: without an admin token the controller and worker routes are open, so they \
+         are served on loopback only. Set --admin-token (or OMNIHOST_ADMIN_TOKEN) to listen on other addresses"
+    )]
+    OpenCluster { addr: SocketAddr },
+    #[error("the {role} role needs a controller: pass --controller URL (or set cluster.controller)")]
+    NoController { role: &'static str },
+    #[error("the registry store `postgres` needs a URL: pass --registry-url (or set registry.url)")]
+    NoRegistryUrl,
+    #[error("`{0}` is not a host:port address to advertise")]
+    BadAdvertise(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
 }
 
-/// Loads everything the config names. Progress goes to the log, one line per step.
-pub async fn load(config: &Config) -> Result<Services, ServerError> {
+/// Refuses a non-loopback listen address for a process serving controller or worker routes without a token.
+pub fn check_listen(addr: SocketAddr, config: &Config, role: Role) -> Result<(), ServerError> {
+    if role.serves_cluster_routes() && config.server.admin_token.is_none() && !addr.ip().is_loopback() {
+        return Err(ServerError::OpenCluster { addr });
+    }
+    Ok(())
+}
+
+/// Opens the registry store the config names.
+pub async fn open_registry(config: &Config) -> Result<Arc<dyn Registry>, ServerError> {
+    let registry = &config.registry;
+    Ok(match registry.store {
+        StoreKind::Memory => Arc::new(MemoryRegistry::new()),
+        StoreKind::Sqlite => {
+            let path = match &registry.path {
+                Some(p) => config.resolve(p),
+                None => config.resolve(&config.server.data_dir).join("registry.sqlite3"),
+            };
+            tracing::info!(path = %path.display(), "registry: sqlite");
+            Arc::new(SqliteRegistry::open(&path).await?)
+        }
+        StoreKind::Postgres => {
+            let url = registry.url.as_ref().ok_or(ServerError::NoRegistryUrl)?;
+            tracing::info!("registry: postgres");
+            Arc::new(PostgresRegistry::connect(url.expose(), registry.max_connections).await?)
+        }
+    })
+}
+
+fn split_address(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok().filter(|p| *p != 0)?))
+}
+
+/// Loads what `role` needs from the config. `addr` is where this process listens. Progress goes to the log.
+pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Services, ServerError> {
+    let registry = if role.keeps_registry() { Some(open_registry(config).await?) } else { None };
+    let sweeper = registry.as_ref().map(|r| {
+        Sweeper::start(
+            r.clone(),
+            SweepSettings {
+                interval: Duration::from_millis(config.registry.sweep_interval_ms),
+                timeout: Duration::from_millis(config.registry.heartbeat_timeout_ms),
+                evict_after: Duration::from_millis(config.registry.evict_after_ms),
+            },
+        )
+    });
+    let controller = match (&config.cluster.controller, role) {
+        (Some(url), Role::Worker | Role::Api) => {
+            Some(Arc::new(RemoteRegistry::new(url, config.server.admin_token.clone())?) as Arc<dyn Registry>)
+        }
+        (None, Role::Worker) => return Err(ServerError::NoController { role: "worker" }),
+        (None, Role::Api) => return Err(ServerError::NoController { role: "api" }),
+        _ => None,
+    };
+    let advertised = match &config.cluster.advertise {
+        Some(a) => Some(split_address(a).ok_or_else(|| ServerError::BadAdvertise(a.clone()))?),
+        None => Some((addr.ip().to_string(), addr.port())),
+    };
+    let (plugins, onnxruntime, pooling) =
+        if role.runs_workers() { load_plugins(config).await? } else { (Plugins::default(), None, false) };
+    let plugins = Arc::new(plugins);
+    let manager = if role.runs_workers() {
+        let lookup = if role == Role::Serve { registry.clone() } else { controller.clone() };
+        let registration = match (lookup, &advertised) {
+            (Some(registry), Some((host, port))) => Some(Registration {
+                registry,
+                host: host.clone(),
+                port: *port,
+                heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
+            }),
+            _ => None,
+        };
+        let state_file = match &config.cluster.state_file {
+            Some(p) => config.resolve(p),
+            None => config.resolve(&config.server.data_dir).join("started-models.json"),
+        };
+        let manager = Arc::new(WorkerManager::new(plugins.clone(), config.models.clone(), registration, Some(state_file)));
+        manager.start().await?;
+        Some(manager)
+    } else {
+        None
+    };
+    let lookups = match role {
+        Role::Serve => registry.clone(),
+        Role::Api => controller.clone(),
+        Role::Controller | Role::Worker => None,
+    };
+    let resolver = Resolver::new(
+        manager,
+        lookups,
+        advertised.as_ref().map(|(h, p)| format!("{h}:{p}")),
+        Duration::from_millis(config.cluster.lookup_cache_ms),
+        Duration::from_millis(config.cluster.forward_timeout_ms),
+        config.server.admin_token.clone(),
+    );
+    Ok(Services { plugins, resolver, registry, sweeper, advertised, roles: role.names(), onnxruntime, pooling })
+}
+
+/// Loads ONNX Runtime, the models and the plugins the config names.
+async fn load_plugins(config: &Config) -> Result<(Plugins, Option<PathBuf>, bool), ServerError> {
     let data_dir = config.resolve(&config.server.data_dir);
     let needs_ort = config.plugins.iter().any(|p| !p.onnx.is_empty());
     let runtime = if needs_ort {
@@ -86,38 +243,38 @@ pub async fn load(config: &Config) -> Result<Services, ServerError> {
             Plugin::load(engine.clone(), plugin, |p| config.resolve(p), models, config.compute.tensor_limit).await?;
         plugins.insert(loaded_plugin);
     }
-    let mut workers = Workers::default();
     for model in &config.models {
-        let plugin = plugins.get(&model.plugin)?.clone();
-        workers.insert(Worker::start(&model.name, model.worker_type, plugin, &model.batch));
-        tracing::info!(model = %model.name, worker_type = model.worker_type.name(), plugin = %model.plugin, "model serving");
+        plugins.get(&model.plugin)?;
     }
-    Ok(Services {
-        workers,
-        plugins,
-        onnxruntime: runtime.map(|r| r.library),
-        pooling: engine.pooling,
-    })
+    Ok((plugins, runtime.map(|r| r.library), engine.pooling))
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves or loading fails. HTTP answers at once;
 /// `/health/ready` turns 200 when loading is done.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn serve(
+    config: Config,
+    role: Role,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let state = AppState::new(HttpSettings::from(&config.server));
-    serve_with_state(config, listener, state, shutdown).await
+    serve_with_state(config, role, listener, state, shutdown).await
 }
 
 async fn serve_with_state(
     config: Config,
+    role: Role,
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    check_listen(addr, &config, role)?;
     let app = http::router(state.clone());
     let (failed_tx, failed_rx) = oneshot::channel::<()>();
     let loader_state = state.clone();
     let loader = tokio::spawn(async move {
-        match load(&config).await {
+        match load(&config, role, addr).await {
             Ok(services) => {
                 loader_state.set_ready(services);
                 tracing::info!("ready");
@@ -147,6 +304,17 @@ async fn serve_with_state(
     } else {
         loader.abort();
     }
+    if let Readiness::Ready(services) = state.readiness() {
+        // Deregister this host's workers and hand sweeping over, so the cluster learns at once, not after a timeout.
+        if let Some(manager) = services.resolver.local()
+            && let Err(e) = manager.stop().await
+        {
+            tracing::warn!(error = %http::error::chain(&e), "stopping the workers");
+        }
+        if let Some(sweeper) = &services.sweeper {
+            sweeper.stop().await;
+        }
+    }
     Ok(())
 }
 
@@ -159,12 +327,17 @@ pub struct Running {
 }
 
 impl Running {
-    /// Binds `listener` and starts serving `config` in the background.
+    /// Binds `listener` and starts serving `config` in the background, in every role.
     pub fn start(config: Config, listener: TcpListener) -> std::io::Result<Running> {
+        Self::start_role(config, Role::Serve, listener)
+    }
+
+    /// Like [`Running::start`], in one role.
+    pub fn start_role(config: Config, role: Role, listener: TcpListener) -> std::io::Result<Running> {
         let addr = listener.local_addr()?;
         let state = AppState::new(HttpSettings::from(&config.server));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with_state(config, listener, state.clone(), async move {
+        let task = tokio::spawn(serve_with_state(config, role, listener, state.clone(), async move {
             let _ = stopped.await;
         }));
         Ok(Running { addr, state, stop: Some(stop), task })

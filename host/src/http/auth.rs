@@ -1,4 +1,5 @@
-//! Access control: API keys on `/v1`, an admin token (or loopback only) on `/admin`.
+//! Access control: API keys on `/v1`, an admin token (or loopback only) on `/admin`, and the same admin token
+//! on the controller and worker routes (`/api/controller/*`, `/api/worker/*`, `/api/health`).
 
 use std::net::SocketAddr;
 
@@ -55,5 +56,19 @@ pub async fn admin(State(state): State<AppState>, req: Request, next: Next) -> R
                     .into_response()
             }
         }
+    }
+}
+
+/// Requires the admin token on controller and worker routes when one is configured. Without one, the process
+/// refuses to listen anywhere but loopback (see `server::check_listen`), which is what keeps these routes
+/// private; DB-GPT's token-less clients work in that mode.
+pub async fn cluster(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match &state.settings().admin_token {
+        None => next.run(req).await,
+        Some(token) => match bearer(&req) {
+            Some(given) if matches(given, token) => next.run(req).await,
+            Some(_) => ApiError::unauthorized("Incorrect admin token").into_response(),
+            None => ApiError::unauthorized("Missing admin token: send `Authorization: Bearer <token>`").into_response(),
+        },
     }
 }

@@ -7,7 +7,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::plugin::{CallError, GuestError, PluginError};
+use crate::registry::RegistryError;
+use crate::registry::wire::WireError;
 use crate::worker::WorkerError;
+use crate::worker::manager::ManagerError;
+use crate::worker::remote::RouteError;
 
 /// An error as a client sees it. Internals are logged, not sent.
 #[derive(Debug)]
@@ -67,6 +71,85 @@ impl ApiError {
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "invalid_request_error", Some(code), message)
+    }
+
+    /// A required field is missing (FastAPI's status for it, which DB-GPT clients expect).
+    pub fn missing(param: &'static str) -> Self {
+        Self {
+            param: Some(param),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_error",
+                Some("missing_field"),
+                format!("field required: `{param}`"),
+            )
+        }
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some(code), message)
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, message)
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Missing(field) => ApiError::missing(field),
+            other => ApiError::invalid(other.field(), other.to_string()),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let message = chain(&e);
+        match e {
+            RegistryError::Invalid(invalid) => ApiError::from(WireError::Invalid(invalid)),
+            _ => {
+                tracing::error!(error = %message, "registry failure");
+                ApiError::unavailable("registry_unavailable", message)
+            }
+        }
+    }
+}
+
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
+        let message = chain(&e);
+        match e {
+            ManagerError::AlreadyRunning(_) => ApiError::conflict("model_already_running", message),
+            ManagerError::NotFound(_) => ApiError::not_found("model_not_found", message),
+            ManagerError::UnknownPlugin { .. } | ManagerError::Unsupported { .. } | ManagerError::BadName(_) => {
+                ApiError::invalid(Some("params"), message)
+            }
+            ManagerError::BadParam { .. } => ApiError::invalid(Some("params"), message),
+            ManagerError::Register { .. } | ManagerError::Deregister { .. } => {
+                ApiError::unavailable("registry_unavailable", message)
+            }
+            ManagerError::Apply { .. } | ManagerError::Persist { .. } => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::NotFound(model) => ApiError::model_not_found(&model),
+            RouteError::NoHealthy { .. } => ApiError::unavailable("no_healthy_instance", e.to_string()),
+            RouteError::Worker(w) => w.into(),
+            RouteError::Registry(r) => r.into(),
+            RouteError::Remote { status, body, address } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let error = &body["error"];
+                let message = error["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("worker at {address} failed"));
+                let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+                ApiError { status, kind, code: Some("worker_error"), param: None, message }
+            }
+        }
     }
 }
 
@@ -128,7 +211,7 @@ impl From<CallError> for ApiError {
 impl From<WorkerError> for ApiError {
     fn from(e: WorkerError) -> Self {
         match e {
-            WorkerError::Overloaded { .. } => {
+            WorkerError::Overloaded { .. } | WorkerError::ConcurrencyLimit { .. } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"), e.to_string())
             }
             WorkerError::Stopped(_) => {

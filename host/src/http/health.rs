@@ -23,8 +23,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         }
         Readiness::Ready(services) => {
             let mut providers: Vec<&str> = Vec::new();
-            let models: Vec<_> = services
-                .workers
+            let running = services.resolver.local().map(|m| m.running()).unwrap_or_default();
+            let models: Vec<_> = running
                 .iter()
                 .map(|w| {
                     let version = w.plugin.current();
@@ -55,8 +55,19 @@ pub async fn ready(State(state): State<AppState>) -> Response {
                 .iter()
                 .map(|p| json!({"name": p.name, "world": p.world.name(), "sha256": p.current().info.sha256}))
                 .collect();
+            let sweeper = services.sweeper.as_ref().map(|s| {
+                let st = s.stats();
+                json!({
+                    "leader": s.is_leader(),
+                    "passes": st.passes.load(std::sync::atomic::Ordering::Relaxed),
+                    "last_pass_us": st.last_pass_us.load(std::sync::atomic::Ordering::Relaxed),
+                })
+            });
             Json(json!({
                 "status": "ready",
+                "roles": services.roles,
+                "registry": services.registry.as_ref().map(|r| r.store()),
+                "sweeper": sweeper,
                 "execution_providers": providers,
                 "onnxruntime": services.onnxruntime.as_ref().map(|p| p.display().to_string()),
                 "wasm_pooling_allocator": services.pooling,

@@ -2,9 +2,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod controller;
 pub mod error;
 pub mod health;
 pub mod openai;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,13 +20,22 @@ use axum::routing::{get, post, put};
 
 use crate::config::{Secret, ServerConfig};
 use crate::plugin::Plugins;
-use crate::worker::Workers;
+use crate::registry::{Registry, Sweeper};
+use crate::worker::remote::Resolver;
 use error::ApiError;
 
-/// Everything a request can reach once loading has finished.
+/// Everything a request can reach once loading has finished. Which parts exist depends on the process's role.
 pub struct Services {
-    pub workers: Workers,
-    pub plugins: Plugins,
+    pub plugins: Arc<Plugins>,
+    /// Routes requests to this host's workers (when it has a worker manager) or to remote ones.
+    pub resolver: Resolver,
+    /// The registry this process keeps, when it is a controller.
+    pub registry: Option<Arc<dyn Registry>>,
+    pub sweeper: Option<Sweeper>,
+    /// The `host:port` this host's workers are registered under.
+    pub advertised: Option<(String, u16)>,
+    /// Which roles this process plays: `controller`, `worker`, `api`.
+    pub roles: Vec<&'static str>,
     /// The ONNX Runtime library in use, when any model is loaded.
     pub onnxruntime: Option<PathBuf>,
     /// Whether the wasm pooling allocator is in use (it falls back to on-demand allocation).
@@ -136,7 +147,21 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins/{name}/rollback", post(admin::rollback))
         .layer(from_fn_with_state(state.clone(), auth::admin))
         .layer(DefaultBodyLimit::max(state.settings().plugin_body_limit));
+    let cluster = Router::new()
+        .route("/health", get(controller::health))
+        .route("/controller/models", get(controller::list).post(controller::register).delete(controller::deregister))
+        .route("/controller/heartbeat", post(controller::heartbeat))
+        .route("/worker/embeddings", post(worker::embeddings))
+        .route("/worker/rerank", post(worker::rerank))
+        .route("/worker/apply", post(worker::apply))
+        .route("/worker/parameter/descriptions", get(worker::parameter_descriptions))
+        .route("/worker/models/supports", get(worker::supports))
+        .route("/worker/models/startup", post(worker::startup))
+        .route("/worker/models/shutdown", post(worker::shutdown))
+        .layer(from_fn_with_state(state.clone(), auth::cluster))
+        .layer(DefaultBodyLimit::max(state.settings().body_limit));
     Router::new()
+        .nest("/api", cluster)
         .nest("/v1", openai(&state))
         .nest("/api/v1", openai(&state))
         .nest("/admin", admin)

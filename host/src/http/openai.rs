@@ -43,11 +43,11 @@ pub fn json_object(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<
     }
 }
 
-fn required<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a Value, ApiError> {
+pub fn required<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a Value, ApiError> {
     body.get(field).ok_or_else(|| ApiError::invalid(Some(field), format!("Missing required parameter: `{field}`")))
 }
 
-fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
+pub fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
     match required(body, field)? {
         Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
         Value::String(_) => Err(ApiError::invalid(Some(field), format!("`{field}` must not be empty"))),
@@ -63,7 +63,7 @@ fn with_version(mut response: Response, version: &str) -> Response {
     response
 }
 
-fn string_list(value: &Value, field: &'static str, max: usize) -> Result<Vec<String>, ApiError> {
+pub fn string_list(value: &Value, field: &'static str, max: usize) -> Result<Vec<String>, ApiError> {
     let items = match value {
         Value::String(s) => vec![Value::String(s.clone())],
         Value::Array(items) => items.clone(),
@@ -98,15 +98,17 @@ fn string_list(value: &Value, field: &'static str, max: usize) -> Result<Vec<Str
 pub async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {
     let services = state.services()?;
     let data: Vec<Value> = services
-        .workers
-        .iter()
-        .map(|w| {
+        .resolver
+        .models()
+        .await?
+        .into_iter()
+        .map(|(model, worker_type)| {
             json!({
-                "id": w.model,
+                "id": model,
                 "object": "model",
                 "created": state.started_unix(),
                 "owned_by": "omnihost",
-                "worker_type": w.worker_type.name(),
+                "worker_type": worker_type.name(),
             })
         })
         .collect();
@@ -132,22 +134,34 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
         Some(_) => return Err(ApiError::invalid(Some("truncate"), "`truncate` must be a boolean")),
     };
     let services = state.services()?;
-    let worker = services.workers.get(&model).ok_or_else(|| ApiError::model_not_found(&model))?;
-    let dims = worker.adapter().and_then(|a| a.embedding_dimensions);
-    match body.get("dimensions") {
-        None | Some(Value::Null) => {}
-        Some(Value::Number(n)) if n.as_u64().is_some() && n.as_u64() == dims.map(u64::from) => {}
-        Some(other) => {
-            return Err(ApiError::invalid(
-                Some("dimensions"),
-                format!(
-                    "`dimensions` {other} is not supported: model `{model}` returns {} dimensions and cannot shorten them",
-                    dims.map(|d| d.to_string()).unwrap_or_else(|| "unknown".into())
-                ),
-            ));
-        }
+    let local = services.resolver.local().and_then(|m| m.get(&model, None));
+    let known_dims = local.as_ref().and_then(|w| w.adapter()).and_then(|a| a.embedding_dimensions);
+    let dimensions = match body.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|d| d >= 1) => n.as_u64(),
+        Some(_) => return Err(ApiError::invalid(Some("dimensions"), "`dimensions` must be a positive integer")),
+    };
+    let wrong_dims = |actual: u64| {
+        ApiError::invalid(
+            Some("dimensions"),
+            format!(
+                "`dimensions` {} is not supported: model `{model}` returns {actual} dimensions and cannot shorten them",
+                dimensions.unwrap_or(0)
+            ),
+        )
+    };
+    // Refuse before computing when the model is local and says its size; a remote one is checked on return.
+    if let (Some(d), Some(k)) = (dimensions, known_dims)
+        && d != u64::from(k)
+    {
+        return Err(wrong_dims(u64::from(k)));
     }
-    let output = worker.embed(texts, truncate).await?;
+    let output = services.resolver.embed(&model, texts, truncate).await?;
+    if let (Some(d), Some(first)) = (dimensions, output.vectors.first())
+        && first.values.len() as u64 != d
+    {
+        return Err(wrong_dims(first.values.len() as u64));
+    }
     let tokens: u64 = output.vectors.iter().map(|e| u64::from(e.tokens)).sum();
     let data: Vec<Value> = output
         .vectors
@@ -185,8 +199,7 @@ pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesReje
     };
     let return_documents = matches!(body.get("return_documents"), Some(Value::Bool(true)));
     let services = state.services()?;
-    let worker = services.workers.get(&model).ok_or_else(|| ApiError::model_not_found(&model))?;
-    let (scores, version) = worker.rerank(query, documents.clone()).await?;
+    let (scores, version) = services.resolver.rerank(&model, query, documents.clone()).await?;
     let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     let results: Vec<Value> = ranked

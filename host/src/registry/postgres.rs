@@ -105,7 +105,9 @@ impl PostgresRegistry {
     }
 }
 
-async fn migrate(pool: &PgPool) -> Result<(), RegistryError> {
+/// Boxed with an explicit `Send` bound: the compiler cannot prove it through sqlx's executor bounds otherwise.
+fn migrate(pool: &PgPool) -> futures::future::BoxFuture<'_, Result<(), RegistryError>> {
+    Box::pin(async move {
     let mut tx = pool.begin().await?;
     // Controllers starting together must not apply the same migration twice.
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
@@ -113,16 +115,20 @@ async fn migrate(pool: &PgPool) -> Result<(), RegistryError> {
         .execute(&mut *tx)
         .await?;
     let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM omnihost_schema").fetch_one(&mut *tx).await?;
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current.unwrap_or(0)) {
-        sqlx::raw_sql(sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| RegistryError::Migration { version: *version, source: e.into() })?;
+    let pending: Vec<(i64, &'static str)> = MIGRATIONS.iter().copied().filter(|(v, _)| *v > current.unwrap_or(0)).collect();
+    for (version, sql) in pending {
+        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| RegistryError::Migration { version, source: e.into() })?;
+        }
         sqlx::query("INSERT INTO omnihost_schema (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
         tracing::info!(version, "registry schema migrated (postgres)");
     }
     tx.commit().await?;
     Ok(())
+    })
 }
 
 #[async_trait::async_trait]

@@ -97,17 +97,22 @@ impl SqliteRegistry {
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<(), RegistryError> {
+/// Boxed with an explicit `Send` bound: the compiler cannot prove it through sqlx's executor bounds otherwise.
+fn migrate(pool: &SqlitePool) -> futures::future::BoxFuture<'_, Result<(), RegistryError>> {
+    Box::pin(async move {
     let mut tx = pool.begin().await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS omnihost_schema (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)")
         .execute(&mut *tx)
         .await?;
     let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM omnihost_schema").fetch_one(&mut *tx).await?;
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current.unwrap_or(0)) {
-        sqlx::raw_sql(sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| RegistryError::Migration { version: *version, source: e.into() })?;
+    let pending: Vec<(i64, &'static str)> = MIGRATIONS.iter().copied().filter(|(v, _)| *v > current.unwrap_or(0)).collect();
+    for (version, sql) in pending {
+        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| RegistryError::Migration { version, source: e.into() })?;
+        }
         sqlx::query("INSERT INTO omnihost_schema (version, applied_ms) VALUES (?, ?)")
             .bind(version)
             .bind(now_ms())
@@ -117,6 +122,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), RegistryError> {
     }
     tx.commit().await?;
     Ok(())
+    })
 }
 
 #[async_trait::async_trait]

@@ -35,7 +35,7 @@ pub struct SweeperStats {
 pub struct Sweeper {
     stats: Arc<SweeperStats>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
     registry: Arc<dyn Registry>,
 }
 
@@ -78,7 +78,7 @@ impl Sweeper {
                 }
             }
         });
-        Sweeper { stats, stop, task: Some(task), registry }
+        Sweeper { stats, stop, task: std::sync::Mutex::new(Some(task)), registry }
     }
 
     pub fn stats(&self) -> &SweeperStats {
@@ -90,9 +90,10 @@ impl Sweeper {
     }
 
     /// Stops sweeping and gives up leadership, so another controller takes over at once.
-    pub async fn stop(mut self) {
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
         self.stats.leader.store(false, Ordering::Relaxed);
@@ -102,7 +103,7 @@ impl Sweeper {
 
 impl Drop for Sweeper {
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             task.abort();
         }
     }

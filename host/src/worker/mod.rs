@@ -5,15 +5,20 @@
 //! one is, requests gather for up to `max_delay_ms` or `max_batch` texts and go together in one plugin call.
 //! A batch runs on one plugin version, so every response comes from exactly one version. When a batch fails,
 //! each request in it is retried alone, so a bad input fails only its own request.
+//!
+//! [`manager`] owns the lifecycle of the workers of a host (start, stop, restart, registration, heartbeats);
+//! [`remote`] routes requests to workers on other hosts found through the registry.
 
-use std::collections::BTreeMap;
+pub mod manager;
+pub mod remote;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::config::{BatchConfig, WorkerType};
+use crate::config::{ModelConfig, WorkerType};
 use crate::plugin::{AdapterInfo, CallError, Embedded, Plugin};
 
 /// Errors of a served model.
@@ -21,6 +26,8 @@ use crate::plugin::{AdapterInfo, CallError, Embedded, Plugin};
 pub enum WorkerError {
     #[error("model `{model}` is overloaded: {capacity} requests are already queued")]
     Overloaded { model: String, capacity: usize },
+    #[error("model `{model}` is at its concurrency limit of {limit} requests in flight; retry later")]
+    ConcurrencyLimit { model: String, limit: usize },
     #[error("model `{0}` has stopped")]
     Stopped(String),
     #[error("model `{model}` does not support {operation}")]
@@ -48,17 +55,47 @@ pub struct Worker {
     pub worker_type: WorkerType,
     pub plugin: Arc<Plugin>,
     queue_capacity: usize,
+    concurrency_limit: usize,
+    in_flight: Arc<Semaphore>,
+    stopped: AtomicBool,
     tx: mpsc::Sender<Job>,
 }
 
 impl Worker {
-    /// Starts the model's batcher task.
-    pub fn start(model: &str, worker_type: WorkerType, plugin: Arc<Plugin>, batch: &BatchConfig) -> Arc<Worker> {
+    /// Starts the model's batcher task. The batcher ends once the worker is dropped and its queue is drained.
+    pub fn start(spec: &ModelConfig, plugin: Arc<Plugin>) -> Arc<Worker> {
+        let batch = &spec.batch;
         let capacity = batch.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let slots = Arc::new(Semaphore::new(plugin.limits().max_concurrency.max(1)));
         tokio::spawn(batcher(rx, plugin.clone(), slots, batch.max_batch.max(1), Duration::from_millis(batch.max_delay_ms)));
-        Arc::new(Worker { model: model.to_string(), worker_type, plugin, queue_capacity: capacity, tx })
+        let limit = spec.concurrency_limit.max(1);
+        Arc::new(Worker {
+            model: spec.name.clone(),
+            worker_type: spec.worker_type,
+            plugin,
+            queue_capacity: capacity,
+            concurrency_limit: limit,
+            in_flight: Arc::new(Semaphore::new(limit)),
+            stopped: AtomicBool::new(false),
+            tx,
+        })
+    }
+
+    /// Refuses new requests; those already accepted finish.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    /// A request slot under the worker's concurrency limit, or a 429-class error.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, WorkerError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(WorkerError::Stopped(self.model.clone()));
+        }
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WorkerError::ConcurrencyLimit { model: self.model.clone(), limit: self.concurrency_limit })
     }
 
     /// What the adapter reported about itself (dimensions, token limit).
@@ -68,6 +105,7 @@ impl Worker {
 
     /// Embeds `texts`, batched with other requests. Fails at once with `Overloaded` when the queue is full.
     pub async fn embed(&self, texts: Vec<String>, truncate: bool) -> Result<EmbedOutput, WorkerError> {
+        let _permit = self.admit()?;
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Job { texts, truncate, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -80,6 +118,7 @@ impl Worker {
 
     /// Scores documents against a query (not batched: one call per request).
     pub async fn rerank(&self, query: String, documents: Vec<String>) -> Result<(Vec<f32>, String), WorkerError> {
+        let _permit = self.admit()?;
         let version = self.plugin.current();
         let supports = version.adapter.as_ref().is_some_and(|a| a.worker_types.iter().any(|t| t == "reranker"));
         if !supports {
@@ -176,25 +215,5 @@ async fn run_batch(plugin: &Plugin, jobs: Vec<Job>) {
             });
             futures::future::join_all(retries).await;
         }
-    }
-}
-
-/// Every served model, by name.
-#[derive(Default)]
-pub struct Workers {
-    by_name: BTreeMap<String, Arc<Worker>>,
-}
-
-impl Workers {
-    pub fn insert(&mut self, worker: Arc<Worker>) {
-        self.by_name.insert(worker.model.clone(), worker);
-    }
-
-    pub fn get(&self, model: &str) -> Option<&Arc<Worker>> {
-        self.by_name.get(model)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Worker>> {
-        self.by_name.values()
     }
 }

@@ -1,0 +1,598 @@
+//! The worker manager of one host: adds, starts, stops, restarts and reconfigures its model workers, registers
+//! them with the registry and heartbeats for them, and remembers which models were started at run time so a
+//! restarted host serves them again.
+//!
+//! Workers are keyed by `(worker_type, model_name)`. Applying an action to several workers runs them in
+//! parallel and reduces the outcomes: success only if every one succeeded, messages joined, time = the slowest.
+//! Unlike DB-GPT, restarting keeps the workers, a failed start leaves nothing behind, and stopping really stops
+//! the heartbeats.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::task::JoinHandle;
+
+use super::Worker;
+use crate::config::{ModelConfig, WorkerType};
+use crate::plugin::Plugins;
+use crate::registry::{Instance, InstanceId, Registry, RegistryError};
+
+/// Errors of the worker manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("model `{0}` is already running on this host")]
+    AlreadyRunning(String),
+    #[error("no worker for model `{0}` on this host")]
+    NotFound(String),
+    #[error("model `{model}` names plugin `{plugin}`, which this host has not loaded")]
+    UnknownPlugin { model: String, plugin: String },
+    #[error("plugin `{plugin}` cannot serve `{model}` as {worker_type}: it supports {supported}")]
+    Unsupported { model: String, plugin: String, worker_type: &'static str, supported: String },
+    #[error("model name `{0}` must be non-empty and must not contain `@`")]
+    BadName(String),
+    #[error("invalid parameter `{param}`: {reason}")]
+    BadParam { param: String, reason: &'static str },
+    #[error("registering `{model}` with the registry")]
+    Register { model: String, #[source] source: RegistryError },
+    #[error("deregistering `{model}` from the registry")]
+    Deregister { model: String, #[source] source: RegistryError },
+    #[error("{action} failed: {message}")]
+    Apply { action: &'static str, message: String },
+    #[error("saving the started models to {path}")]
+    Persist { path: PathBuf, #[source] source: std::io::Error },
+}
+
+/// What to do to workers (DB-GPT's `WorkerApplyType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyType {
+    Start,
+    Stop,
+    Restart,
+    UpdateParams,
+}
+
+impl ApplyType {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::UpdateParams => "update_params",
+        }
+    }
+}
+
+/// The reduced outcome of an action (DB-GPT's `WorkerApplyOutput`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyOutput {
+    pub message: String,
+    pub success: bool,
+    /// Seconds the slowest worker took.
+    pub timecost: f64,
+}
+
+/// Where this host's workers are reached and how they report in.
+#[derive(Clone)]
+pub struct Registration {
+    pub registry: Arc<dyn Registry>,
+    /// Host and port other processes reach this host's `/api/worker/*` at.
+    pub host: String,
+    pub port: u16,
+    pub heartbeat_interval: Duration,
+}
+
+/// What is remembered across restarts: models started at run time, and configured models shut down.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    started: Vec<ModelConfig>,
+    shut_down: Vec<String>,
+}
+
+struct Entry {
+    spec: Mutex<ModelConfig>,
+    worker: ArcSwapOption<Worker>,
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
+    /// Serialises lifecycle actions on one worker (a stop cannot interleave with a start).
+    op: tokio::sync::Mutex<()>,
+}
+
+impl Entry {
+    fn spec(&self) -> ModelConfig {
+        self.spec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn stop_heartbeat(&self) {
+        if let Some(task) = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+type Key = (WorkerType, String);
+
+fn key_text(key: &Key) -> String {
+    format!("{}@{}", key.1, key.0.name())
+}
+
+pub struct WorkerManager {
+    plugins: Arc<Plugins>,
+    registration: Option<Registration>,
+    state_file: Option<PathBuf>,
+    configured: Vec<ModelConfig>,
+    workers: RwLock<BTreeMap<Key, Arc<Entry>>>,
+    persist_lock: tokio::sync::Mutex<()>,
+}
+
+impl WorkerManager {
+    /// A manager for `configured` models served by `plugins`. With `registration`, started workers are registered
+    /// and heartbeat; with `state_file`, models started or shut down at run time are remembered there.
+    pub fn new(
+        plugins: Arc<Plugins>,
+        configured: Vec<ModelConfig>,
+        registration: Option<Registration>,
+        state_file: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            plugins,
+            registration,
+            state_file,
+            configured,
+            workers: RwLock::new(BTreeMap::new()),
+            persist_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn plugins(&self) -> &Arc<Plugins> {
+        &self.plugins
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Key, Arc<Entry>>> {
+        self.workers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Key, Arc<Entry>>> {
+        self.workers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a (stopped) worker. False when one for the same model and type exists: no second copy is made.
+    pub fn add_worker(&self, spec: ModelConfig) -> bool {
+        let key = (spec.worker_type, spec.name.clone());
+        let mut workers = self.write();
+        if workers.contains_key(&key) {
+            return false;
+        }
+        let entry = Entry {
+            spec: Mutex::new(spec),
+            worker: ArcSwapOption::empty(),
+            heartbeat: Mutex::new(None),
+            op: tokio::sync::Mutex::new(()),
+        };
+        workers.insert(key, Arc::new(entry));
+        true
+    }
+
+    /// Stops and removes a worker; removing one that does not exist does nothing.
+    pub async fn remove_worker(&self, worker_type: WorkerType, model: &str) -> Result<(), ManagerError> {
+        let entry = self.write().remove(&(worker_type, model.to_string()));
+        if let Some(entry) = entry {
+            let _guard = entry.op.lock().await;
+            self.stop_entry(&entry, true).await?;
+        }
+        Ok(())
+    }
+
+    /// The configured and added workers, with whether each is running.
+    pub fn workers(&self) -> Vec<(ModelConfig, bool)> {
+        self.read().values().map(|e| (e.spec(), e.worker.load().is_some())).collect()
+    }
+
+    /// The running worker for `model` (of `worker_type`, or of any type when `None`).
+    pub fn get(&self, model: &str, worker_type: Option<WorkerType>) -> Option<Arc<Worker>> {
+        let workers = self.read();
+        match worker_type {
+            Some(t) => workers.get(&(t, model.to_string())).and_then(|e| e.worker.load_full()),
+            None => workers.iter().filter(|((_, name), _)| name == model).find_map(|(_, e)| e.worker.load_full()),
+        }
+    }
+
+    /// Every running worker.
+    pub fn running(&self) -> Vec<Arc<Worker>> {
+        self.read().values().filter_map(|e| e.worker.load_full()).collect()
+    }
+
+    /// Starts every configured model and every model started at run time before the last shutdown. Fails if
+    /// any configured model fails to start (a remembered one that no longer starts is logged and skipped).
+    pub async fn start(&self) -> Result<(), ManagerError> {
+        let persisted = self.load_persisted().await;
+        for spec in &self.configured {
+            if !persisted.shut_down.contains(&format!("{}@{}", spec.name, spec.worker_type.name())) {
+                self.add_worker(spec.clone());
+            }
+        }
+        let out = self.apply(None, None, ApplyType::Start, None).await;
+        if !out.success {
+            return Err(ManagerError::Apply { action: "starting the worker manager", message: out.message });
+        }
+        for spec in persisted.started {
+            let name = format!("{}@{}", spec.name, spec.worker_type.name());
+            match self.startup_inner(spec).await {
+                Ok(()) => tracing::info!(model = %name, "restarted a model started before the last shutdown"),
+                Err(e) => tracing::error!(model = %name, error = %crate::http::error::chain(&e), "a remembered model did not start"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every worker. Fails, after trying all of them, if any failed to stop.
+    pub async fn stop(&self) -> Result<(), ManagerError> {
+        let out = self.apply(None, None, ApplyType::Stop, None).await;
+        if out.success { Ok(()) } else { Err(ManagerError::Apply { action: "stopping the worker manager", message: out.message }) }
+    }
+
+    /// Applies `action` to every worker, or to those of `model` (and `worker_type`), in parallel.
+    pub async fn apply(
+        &self,
+        model: Option<&str>,
+        worker_type: Option<WorkerType>,
+        action: ApplyType,
+        params: Option<&Map<String, Value>>,
+    ) -> ApplyOutput {
+        let targets: Vec<(Key, Arc<Entry>)> = self
+            .read()
+            .iter()
+            .filter(|((t, name), _)| model.is_none_or(|m| m == name) && worker_type.is_none_or(|w| w == *t))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        if targets.is_empty() {
+            return match model {
+                Some(m) => ApplyOutput { message: ManagerError::NotFound(m.to_string()).to_string(), success: false, timecost: 0.0 },
+                None => ApplyOutput { message: "no workers".into(), success: true, timecost: 0.0 },
+            };
+        }
+        let runs = targets.into_iter().map(|(key, entry)| async move {
+            let started = Instant::now();
+            let result = {
+                let _guard = entry.op.lock().await;
+                self.apply_one(&entry, action, params).await
+            };
+            (key, result, started.elapsed())
+        });
+        let outcomes = futures::future::join_all(runs).await;
+        let mut messages = Vec::new();
+        let mut success = true;
+        let mut slowest = Duration::ZERO;
+        for (key, result, took) in outcomes {
+            slowest = slowest.max(took);
+            match result {
+                Ok(()) => messages.push(format!("{}: {} ok", key_text(&key), action.name())),
+                Err(e) => {
+                    success = false;
+                    let text = crate::http::error::chain(&e);
+                    tracing::warn!(model = %key_text(&key), action = action.name(), error = %text, "worker action failed");
+                    messages.push(format!("{}: {} failed: {text}", key_text(&key), action.name()));
+                }
+            }
+        }
+        ApplyOutput { message: messages.join("\n"), success, timecost: slowest.as_secs_f64() }
+    }
+
+    async fn apply_one(&self, entry: &Entry, action: ApplyType, params: Option<&Map<String, Value>>) -> Result<(), ManagerError> {
+        match action {
+            ApplyType::Start => {
+                if entry.worker.load().is_none() {
+                    self.start_entry(entry).await?;
+                }
+                Ok(())
+            }
+            ApplyType::Stop => self.stop_entry(entry, false).await,
+            ApplyType::Restart => {
+                self.stop_entry(entry, false).await?;
+                self.start_entry(entry).await
+            }
+            ApplyType::UpdateParams => {
+                let mut spec = entry.spec();
+                apply_params(&mut spec, params.unwrap_or(&Map::new()))?;
+                self.check(&spec)?;
+                let was_running = entry.worker.load().is_some();
+                if was_running {
+                    self.stop_entry(entry, false).await?;
+                }
+                *entry.spec.lock().unwrap_or_else(|p| p.into_inner()) = spec;
+                if was_running { self.start_entry(entry).await } else { Ok(()) }
+            }
+        }
+    }
+
+    /// Checks that this host can serve `spec`: its plugin is loaded and supports its worker type.
+    fn check(&self, spec: &ModelConfig) -> Result<Arc<crate::plugin::Plugin>, ManagerError> {
+        if spec.name.trim().is_empty() || spec.name.contains('@') {
+            return Err(ManagerError::BadName(spec.name.clone()));
+        }
+        let plugin = self
+            .plugins
+            .get(&spec.plugin)
+            .map_err(|_| ManagerError::UnknownPlugin { model: spec.name.clone(), plugin: spec.plugin.clone() })?
+            .clone();
+        let supported = plugin.current().adapter.as_ref().map(|a| a.worker_types.clone()).unwrap_or_default();
+        if !supported.iter().any(|t| t == spec.worker_type.name()) {
+            return Err(ManagerError::Unsupported {
+                model: spec.name.clone(),
+                plugin: spec.plugin.clone(),
+                worker_type: spec.worker_type.name(),
+                supported: if supported.is_empty() { "no worker type".into() } else { supported.join(", ") },
+            });
+        }
+        Ok(plugin)
+    }
+
+    fn instance(&self, spec: &ModelConfig, registration: &Registration) -> Result<Instance, ManagerError> {
+        let id = InstanceId::new(&spec.name, spec.worker_type, &registration.host, i64::from(registration.port))
+            .map_err(|e| ManagerError::Register { model: spec.name.clone(), source: e.into() })?;
+        let mut instance = Instance::new(id);
+        instance.weight = spec.weight;
+        instance.metadata.insert("plugin".into(), json!(spec.plugin));
+        Ok(instance)
+    }
+
+    async fn start_entry(&self, entry: &Entry) -> Result<(), ManagerError> {
+        let spec = entry.spec();
+        let plugin = self.check(&spec)?;
+        let worker = Worker::start(&spec, plugin);
+        if let Some(registration) = &self.registration {
+            let instance = self.instance(&spec, registration)?;
+            if let Err(source) = registration.registry.register(&instance).await {
+                worker.stop();
+                return Err(ManagerError::Register { model: spec.name.clone(), source });
+            }
+            let (registry, interval) = (registration.registry.clone(), registration.heartbeat_interval);
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = registry.heartbeat(&instance).await {
+                        tracing::warn!(model = %instance.id.key(), error = %crate::http::error::chain(&e), "heartbeat failed");
+                    }
+                }
+            });
+            entry.stop_heartbeat();
+            *entry.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
+        entry.worker.store(Some(worker));
+        tracing::info!(model = %spec.name, worker_type = spec.worker_type.name(), plugin = %spec.plugin, "model serving");
+        Ok(())
+    }
+
+    /// Stops heartbeats and the worker, then deregisters it (removing the row when `remove`). The worker is
+    /// stopped even when the registry cannot be reached; that failure is still reported.
+    async fn stop_entry(&self, entry: &Entry, remove: bool) -> Result<(), ManagerError> {
+        entry.stop_heartbeat();
+        let spec = entry.spec();
+        if let Some(worker) = entry.worker.swap(None) {
+            worker.stop();
+            tracing::info!(model = %spec.name, worker_type = spec.worker_type.name(), "model stopped");
+        }
+        if let Some(registration) = &self.registration {
+            let instance = self.instance(&spec, registration)?;
+            registration
+                .registry
+                .deregister(&instance.id, remove)
+                .await
+                .map_err(|source| ManagerError::Deregister { model: spec.name.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Builds, starts and registers a worker for a model not yet on this host, and remembers it across
+    /// restarts. Starting a running model again is an error; a failed start leaves nothing behind.
+    pub async fn model_startup(&self, spec: ModelConfig) -> Result<(), ManagerError> {
+        let key = format!("{}@{}", spec.name, spec.worker_type.name());
+        self.startup_inner(spec.clone()).await?;
+        self.remember(|p| {
+            p.shut_down.retain(|k| *k != key);
+            p.started.retain(|s| !(s.name == spec.name && s.worker_type == spec.worker_type));
+            if !self.configured.contains(&spec) {
+                p.started.push(spec.clone());
+            }
+        })
+        .await
+    }
+
+    async fn startup_inner(&self, spec: ModelConfig) -> Result<(), ManagerError> {
+        self.check(&spec)?;
+        let key = (spec.worker_type, spec.name.clone());
+        if !self.add_worker(spec.clone()) {
+            return Err(ManagerError::AlreadyRunning(spec.name));
+        }
+        let Some(entry) = self.read().get(&key).cloned() else { return Err(ManagerError::NotFound(spec.name)) };
+        let _guard = entry.op.lock().await;
+        if let Err(e) = self.start_entry(&entry).await {
+            self.write().remove(&key);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stops, deregisters and removes a model's worker, and remembers that it is gone.
+    pub async fn model_shutdown(&self, worker_type: WorkerType, model: &str) -> Result<(), ManagerError> {
+        let key = (worker_type, model.to_string());
+        if !self.read().contains_key(&key) {
+            return Err(ManagerError::NotFound(model.to_string()));
+        }
+        let result = self.remove_worker(worker_type, model).await;
+        let text = key_text(&key);
+        let configured = self.configured.iter().any(|s| s.name == model && s.worker_type == worker_type);
+        self.remember(|p| {
+            p.started.retain(|s| !(s.name == model && s.worker_type == worker_type));
+            if configured && !p.shut_down.contains(&text) {
+                p.shut_down.push(text.clone());
+            }
+        })
+        .await?;
+        result
+    }
+
+    /// DB-GPT's parameter descriptions of a model's worker, with its current values as defaults.
+    pub fn parameter_descriptions(&self, worker_type: WorkerType, model: &str) -> Option<Vec<Value>> {
+        let spec = self.read().get(&(worker_type, model.to_string()))?.spec();
+        Some(parameter_descriptions(&spec))
+    }
+
+    /// What this host could start: each loaded worker-adapter plugin with the worker types it supports.
+    pub fn supported_models(&self) -> Vec<Value> {
+        self.plugins
+            .iter()
+            .filter_map(|p| {
+                let adapter = p.current().adapter.clone()?;
+                Some(adapter.worker_types.iter().filter_map(|t| WorkerType::parse(t)).map(move |t| {
+                    json!({
+                        "model": adapter.name,
+                        "path": p.name,
+                        "worker_type": t.name(),
+                        "path_exist": true,
+                        "proxy": false,
+                        "enabled": true,
+                        "params": parameter_descriptions(&ModelConfig {
+                            name: adapter.name.clone(),
+                            worker_type: t,
+                            plugin: p.name.clone(),
+                            batch: Default::default(),
+                            concurrency_limit: 1024,
+                            weight: 1.0,
+                        }),
+                    })
+                }).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect()
+    }
+
+    async fn load_persisted(&self) -> Persisted {
+        let Some(path) = &self.state_file else { return Persisted::default() };
+        match tokio::fs::read(path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::error!(path = %path.display(), error = %e, "the started-models file is unreadable; ignoring it");
+                Persisted::default()
+            }),
+            Err(_) => Persisted::default(),
+        }
+    }
+
+    async fn remember(&self, change: impl FnOnce(&mut Persisted)) -> Result<(), ManagerError> {
+        let Some(path) = &self.state_file else { return Ok(()) };
+        let _guard = self.persist_lock.lock().await;
+        let mut persisted = self.load_persisted().await;
+        change(&mut persisted);
+        let bytes = serde_json::to_vec_pretty(&persisted).unwrap_or_default();
+        let persist = |source| ManagerError::Persist { path: path.clone(), source };
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(persist)?;
+        }
+        // Write then rename, so a crash mid-write never leaves a truncated file.
+        let tmp = path.with_extension("json.tmp");
+        tokio::fs::write(&tmp, bytes).await.map_err(persist)?;
+        tokio::fs::rename(&tmp, path).await.map_err(persist)
+    }
+}
+
+fn positive(params: &Map<String, Value>, name: &str) -> Result<Option<u64>, ManagerError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or(ManagerError::BadParam { param: name.to_string(), reason: "must be a positive integer" }),
+    }
+}
+
+/// Applies DB-GPT-style `params` to a model's spec. Unknown parameters are refused, not ignored.
+fn apply_params(spec: &mut ModelConfig, params: &Map<String, Value>) -> Result<(), ManagerError> {
+    const KNOWN: [&str; 7] = ["plugin", "max_batch", "max_delay_ms", "queue_capacity", "concurrency_limit", "weight", "model_name"];
+    if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ManagerError::BadParam { param: unknown.clone(), reason: "is not a parameter of this worker" });
+    }
+    if let Some(v) = params.get("plugin") {
+        spec.plugin = v.as_str().ok_or(ManagerError::BadParam { param: "plugin".into(), reason: "must be a string" })?.to_string();
+    }
+    if let Some(n) = positive(params, "max_batch")? {
+        spec.batch.max_batch = n as usize;
+    }
+    match params.get("max_delay_ms") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            spec.batch.max_delay_ms =
+                v.as_u64().ok_or(ManagerError::BadParam { param: "max_delay_ms".into(), reason: "must be an integer >= 0" })?;
+        }
+    }
+    if let Some(n) = positive(params, "queue_capacity")? {
+        spec.batch.queue_capacity = n as usize;
+    }
+    if let Some(n) = positive(params, "concurrency_limit")? {
+        spec.concurrency_limit = n as usize;
+    }
+    match params.get("weight") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            spec.weight = v
+                .as_f64()
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .ok_or(ManagerError::BadParam { param: "weight".into(), reason: "must be a number >= 0" })?;
+        }
+    }
+    Ok(())
+}
+
+/// A model spec from a startup request: `model`, `worker_type` and `params` (at least `plugin`).
+pub fn spec_from_params(model: &str, worker_type: WorkerType, params: &Map<String, Value>) -> Result<ModelConfig, ManagerError> {
+    let plugin = params
+        .get("plugin")
+        .and_then(Value::as_str)
+        .ok_or(ManagerError::BadParam { param: "plugin".into(), reason: "is required: the worker-adapter plugin to serve the model" })?;
+    let mut spec = ModelConfig {
+        name: model.trim().to_string(),
+        worker_type,
+        plugin: plugin.to_string(),
+        batch: Default::default(),
+        concurrency_limit: 1024,
+        weight: 1.0,
+    };
+    apply_params(&mut spec, params)?;
+    Ok(spec)
+}
+
+fn parameter_descriptions(spec: &ModelConfig) -> Vec<Value> {
+    let p = |name: &str, ty: &str, value: Value, required: bool, description: &str| {
+        json!({
+            "param_class": "omnihost.ModelConfig",
+            "param_name": name,
+            "param_type": ty,
+            "default_value": value,
+            "description": description,
+            "required": required,
+            "valid_values": null,
+            "ext_metadata": {},
+        })
+    };
+    vec![
+        p("model_name", "str", json!(spec.name), true, "The name clients use in requests"),
+        json!({
+            "param_class": "omnihost.ModelConfig", "param_name": "worker_type", "param_type": "str",
+            "default_value": spec.worker_type.name(), "description": "The kind of worker",
+            "required": true, "valid_values": WorkerType::ALL.iter().map(|t| t.name()).collect::<Vec<_>>(), "ext_metadata": {},
+        }),
+        p("plugin", "str", json!(spec.plugin), true, "The worker-adapter plugin serving the model"),
+        p("max_batch", "int", json!(spec.batch.max_batch), false, "Most inputs in one batched plugin call"),
+        p("max_delay_ms", "int", json!(spec.batch.max_delay_ms), false, "Longest a request waits for others to join its batch"),
+        p("queue_capacity", "int", json!(spec.batch.queue_capacity), false, "Requests that may wait for the plugin; more get 429"),
+        p("concurrency_limit", "int", json!(spec.concurrency_limit), false, "Requests in flight at once; more get 429"),
+        p("weight", "float", json!(spec.weight), false, "Share of traffic relative to other instances of the model"),
+    ]
+}

@@ -1,0 +1,230 @@
+//! Routing a request to a worker: this host's own worker when it has one, otherwise a healthy instance found in
+//! the registry, called over HTTP at `/api/worker/*`. Lookups are cached briefly and dropped as soon as an
+//! instance fails, and a failed instance is skipped for the rest of the request, so a dead worker costs one
+//! failed connection, not an error to the client, while any healthy instance is left.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::manager::WorkerManager;
+use super::{EmbedOutput, WorkerError};
+use crate::config::{Secret, WorkerType};
+use crate::plugin::Embedded;
+use crate::registry::{Instance, Query, Registry, RegistryError, pick_weighted};
+
+/// Header carrying the token count of each input, comma-separated, on worker embedding answers.
+pub const TOKENS_HEADER: &str = "x-omnihost-tokens";
+/// Header naming the plugin version (same as the public API's).
+pub const VERSION_HEADER: &str = "x-omnihost-plugin-version";
+
+/// Why a request could not be routed or failed where it was routed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("the model `{0}` does not exist")]
+    NotFound(String),
+    #[error("model `{model}` ({worker_type}) has no healthy instance left")]
+    NoHealthy { model: String, worker_type: &'static str },
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A remote worker's own error answer, passed on as it was given.
+    #[error("worker at {address} answered {status}")]
+    Remote { address: String, status: u16, body: Value },
+    #[error("looking the model up in the registry")]
+    Registry(#[from] RegistryError),
+}
+
+pub struct Resolver {
+    local: Option<Arc<WorkerManager>>,
+    registry: Option<Arc<dyn Registry>>,
+    /// This process's own advertised address: its registry rows are served locally, never over HTTP.
+    own_address: Option<String>,
+    cache: Mutex<HashMap<(String, WorkerType), (Instant, Arc<Vec<Instance>>)>>,
+    ttl: Duration,
+    client: reqwest::Client,
+    token: Option<Secret>,
+}
+
+enum Attempt<T> {
+    Done(T),
+    /// The instance could not serve (unreachable, stopped, unhealthy): try another.
+    Next,
+}
+
+impl Resolver {
+    pub fn new(
+        local: Option<Arc<WorkerManager>>,
+        registry: Option<Arc<dyn Registry>>,
+        own_address: Option<String>,
+        ttl: Duration,
+        forward_timeout: Duration,
+        token: Option<Secret>,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(forward_timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap_or_default();
+        Self { local, registry, own_address, cache: Mutex::new(HashMap::new()), ttl, client, token }
+    }
+
+    pub fn local(&self) -> Option<&Arc<WorkerManager>> {
+        self.local.as_ref()
+    }
+
+    /// Every instance of the model, healthy or not, from the cache when fresh.
+    async fn instances(&self, model: &str, worker_type: WorkerType) -> Result<Arc<Vec<Instance>>, RouteError> {
+        let Some(registry) = &self.registry else { return Ok(Arc::new(Vec::new())) };
+        let key = (model.to_string(), worker_type);
+        if let Some((at, list)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(list.clone());
+        }
+        let query = Query { model_name: Some(model.to_string()), worker_type: Some(worker_type), healthy_only: false };
+        let mut list = registry.list(&query).await?;
+        list.retain(|i| self.own_address.as_deref() != Some(i.id.address().as_str()));
+        let list = Arc::new(list);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    fn forget(&self, model: &str, worker_type: WorkerType) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&(model.to_string(), worker_type));
+    }
+
+    /// Tries healthy instances, weighted, until one answers.
+    async fn route<T, F, Fut>(&self, model: &str, worker_type: WorkerType, call: F) -> Result<T, RouteError>
+    where
+        F: Fn(Instance) -> Fut,
+        Fut: Future<Output = Result<Attempt<T>, RouteError>>,
+    {
+        let all = self.instances(model, worker_type).await?;
+        if all.is_empty() {
+            return Err(RouteError::NotFound(model.to_string()));
+        }
+        let mut candidates: Vec<Instance> = all.iter().filter(|i| i.healthy && i.enabled).cloned().collect();
+        while let Some(pick) = pick_weighted(&candidates).cloned() {
+            match call(pick.clone()).await? {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Next => {
+                    tracing::warn!(model, instance = %pick.id.address(), "instance failed; trying another");
+                    self.forget(model, worker_type);
+                    candidates.retain(|c| c.id != pick.id);
+                }
+            }
+        }
+        Err(RouteError::NoHealthy { model: model.to_string(), worker_type: worker_type.name() })
+    }
+
+    async fn post(&self, instance: &Instance, path: &str, body: &Value) -> Result<Attempt<reqwest::Response>, RouteError> {
+        let url = format!("http://{}{path}", instance.id.address());
+        let request = self.client.post(&url).json(body);
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t.expose()),
+            None => request,
+        };
+        match request.send().await {
+            Err(e) => {
+                tracing::debug!(url, error = %e, "forwarding failed");
+                Ok(Attempt::Next)
+            }
+            Ok(r) if r.status().is_success() => Ok(Attempt::Done(r)),
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE || r.status() == reqwest::StatusCode::NOT_FOUND => {
+                // Stopped, still loading, or no longer serving this model: another instance may.
+                Ok(Attempt::Next)
+            }
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body = r.json().await.unwrap_or_else(|_| json!({"error": {"message": "the worker's error answer was unreadable"}}));
+                Err(RouteError::Remote { address: instance.id.address(), status, body })
+            }
+        }
+    }
+
+    /// Embeds `texts` with `model` wherever it runs.
+    pub async fn embed(&self, model: &str, texts: Vec<String>, truncate: bool) -> Result<EmbedOutput, RouteError> {
+        if let Some(worker) = self.local.as_ref().and_then(|m| m.get(model, Some(WorkerType::Text2vec)).or_else(|| m.get(model, None))) {
+            return Ok(worker.embed(texts, truncate).await?);
+        }
+        let body = json!({"model": model, "input": texts, "truncate": truncate});
+        self.route(model, WorkerType::Text2vec, |instance| {
+            let body = &body;
+            async move {
+                let response = match self.post(&instance, "/api/worker/embeddings", body).await? {
+                    Attempt::Done(r) => r,
+                    Attempt::Next => return Ok(Attempt::Next),
+                };
+                let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let version = header(VERSION_HEADER).unwrap_or_default();
+                let tokens: Vec<u32> =
+                    header(TOKENS_HEADER).unwrap_or_default().split(',').filter_map(|t| t.trim().parse().ok()).collect();
+                let Ok(vectors) = response.json::<Vec<Vec<f32>>>().await else { return Ok(Attempt::Next) };
+                let vectors = vectors
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, values)| Embedded { values, tokens: tokens.get(i).copied().unwrap_or(0) })
+                    .collect();
+                Ok(Attempt::Done(EmbedOutput { vectors, plugin_version: version }))
+            }
+        })
+        .await
+    }
+
+    /// Scores `documents` against `query` with `model` wherever it runs.
+    pub async fn rerank(&self, model: &str, query: String, documents: Vec<String>) -> Result<(Vec<f32>, String), RouteError> {
+        if let Some(worker) = self.local.as_ref().and_then(|m| m.get(model, Some(WorkerType::Reranker)).or_else(|| m.get(model, None))) {
+            return Ok(worker.rerank(query, documents).await?);
+        }
+        let body = json!({"model": model, "query": query, "documents": documents});
+        let mut last_not_found = None;
+        for worker_type in [WorkerType::Reranker, WorkerType::Text2vec] {
+            let result = self
+                .route(model, worker_type, |instance| {
+                    let body = &body;
+                    async move {
+                        let response = match self.post(&instance, "/api/worker/rerank", body).await? {
+                            Attempt::Done(r) => r,
+                            Attempt::Next => return Ok(Attempt::Next),
+                        };
+                        let version = response
+                            .headers()
+                            .get(VERSION_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        match response.json::<Vec<f32>>().await {
+                            Ok(scores) => Ok(Attempt::Done((scores, version))),
+                            Err(_) => Ok(Attempt::Next),
+                        }
+                    }
+                })
+                .await;
+            match result {
+                Err(RouteError::NotFound(m)) => last_not_found = Some(m),
+                other => return other,
+            }
+        }
+        Err(RouteError::NotFound(last_not_found.unwrap_or_else(|| model.to_string())))
+    }
+
+    /// Every model served here or registered healthy, as `(name, worker_type)`, sorted and unique.
+    pub async fn models(&self) -> Result<Vec<(String, WorkerType)>, RouteError> {
+        let mut models: Vec<(String, WorkerType)> = self
+            .local
+            .iter()
+            .flat_map(|m| m.running())
+            .map(|w| (w.model.clone(), w.worker_type))
+            .collect();
+        if let Some(registry) = &self.registry {
+            let healthy = registry.list(&Query { healthy_only: true, ..Query::default() }).await?;
+            models.extend(healthy.into_iter().filter(|i| i.enabled).map(|i| (i.id.model_name, i.id.worker_type)));
+        }
+        models.sort();
+        models.dedup();
+        Ok(models)
+    }
+}
