@@ -26,9 +26,11 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
-/// Config text serving the MiniLM embedder, followed by `extra` TOML (more plugins and models).
+/// Config text serving the MiniLM embedder, followed by `extra` TOML (more plugins and models). The registry
+/// is in memory unless `extra` configures one, so in-process servers do not share registry rows.
 pub fn config_text(server: &str, extra: &str) -> String {
     let models = model_dir();
+    let registry = if extra.contains("[registry]") { "" } else { "[registry]\nstore = \"memory\"\n" };
     format!(
         r#"
 [server]
@@ -47,6 +49,7 @@ name = "{MODEL}"
 worker_type = "text2vec"
 plugin = "embed-minilm"
 
+{registry}
 {extra}
 "#,
         cache = root().join("target/omnihost-test-cache").display(),

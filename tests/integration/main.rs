@@ -6,8 +6,11 @@
 
 mod common;
 
+mod cluster;
 mod embeddings;
 mod errors;
 mod hot_swap;
+mod manager;
 mod openai_client;
+mod registry;
 mod sandbox;

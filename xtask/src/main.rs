@@ -198,23 +198,120 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     setup(root)?;
+    let postgres = Postgres::start()?;
     eprintln!("\x1b[1mRunning the test suite\x1b[0m");
-    // The CLI tests drive the real binary, which `cargo test` alone does not build.
+    // The cluster and CLI tests drive the real binary, which `cargo test` alone does not build.
     run(cargo(root).args(["build", "--release", "-p", "omnihost"]))?;
     run(cargo(root)
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(extra)
-        .env("OMNIHOST_TEST_PYTHON", venv_python(root)))
+        .env("OMNIHOST_TEST_PYTHON", venv_python(root))
+        .env("OMNIHOST_TEST_POSTGRES", &postgres.url)
+        .env("OMNIHOST_BIN", target_dir(root).join("release/omnihost")))
 }
 
 fn bench(root: &Path, extra: &[String]) -> Result<()> {
     setup(root)?;
-    run(cargo(root)
-        .args(["run", "--release", "-p", "omnihost-bench", "--"])
-        .args(extra)
-        .env("OMNIHOST_BENCH_PYTHON", venv_python(root)))
+    let postgres = if extra.first().map(String::as_str) == Some("registry") { Some(Postgres::start()?) } else { None };
+    let mut cmd = cargo(root);
+    cmd.args(["run", "--release", "-p", "omnihost-bench", "--"]).args(extra).env("OMNIHOST_BENCH_PYTHON", venv_python(root));
+    if let Some(pg) = &postgres {
+        cmd.env("OMNIHOST_BENCH_POSTGRES", &pg.url);
+    }
+    run(&mut cmd)
+}
+
+/// A throwaway PostgreSQL server for the tests and benchmarks, or the one `OMNIHOST_TEST_POSTGRES` names.
+/// It is installed from the system's packages when missing (as root), initialised in a temporary folder,
+/// listens on a free loopback port, and is stopped and removed when dropped.
+struct Postgres {
+    url: String,
+    data: Option<PathBuf>,
+    bin: PathBuf,
+    as_postgres_user: bool,
+}
+
+impl Postgres {
+    fn bin_dir() -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").is_file())
+            .collect();
+        dirs.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()));
+        dirs.pop().or_else(|| {
+            let out = Command::new("pg_config").arg("--bindir").output().ok()?;
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            dir.join("initdb").is_file().then_some(dir)
+        })
+    }
+
+    fn is_root() -> bool {
+        Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn start() -> Result<Postgres> {
+        if let Ok(url) = std::env::var("OMNIHOST_TEST_POSTGRES") {
+            return Ok(Postgres { url, data: None, bin: PathBuf::new(), as_postgres_user: false });
+        }
+        let bin = match Self::bin_dir() {
+            Some(b) => b,
+            None if Self::is_root() => {
+                eprintln!("\x1b[1mInstalling PostgreSQL (the registry tests need a real server)\x1b[0m");
+                run(Command::new("apt-get").args(["update", "-qq"]))?;
+                run(Command::new("apt-get").args(["install", "-y", "-qq", "postgresql"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+                Self::bin_dir().context("PostgreSQL was installed but initdb is not in /usr/lib/postgresql/*/bin")?
+            }
+            None => bail!(
+                "the registry tests need PostgreSQL: install it (apt-get install postgresql) or set OMNIHOST_TEST_POSTGRES to a server's URL"
+            ),
+        };
+        let as_postgres_user = Self::is_root();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let data = std::env::temp_dir().join(format!("omnihost-postgres-{port}"));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data)?;
+        let mut pg = Postgres { url: format!("postgres://omnihost@127.0.0.1:{port}/postgres"), data: Some(data.clone()), bin, as_postgres_user };
+        if as_postgres_user {
+            // PostgreSQL refuses to run as root; the system package's `postgres` user runs it.
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data))?;
+        }
+        eprintln!("\x1b[1mStarting PostgreSQL on 127.0.0.1:{port}\x1b[0m");
+        let db = data.join("db");
+        run(pg.command("initdb").args(["-U", "omnihost", "--auth=trust", "--no-sync", "-E", "UTF8", "-D"]).arg(&db).stdout(std::process::Stdio::null()))?;
+        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400", data.display());
+        run(pg.command("pg_ctl").args(["-w", "-D"]).arg(&db).args(["-l"]).arg(data.join("log")).args(["-o", &options, "start"]).stdout(std::process::Stdio::null()))
+            .inspect_err(|_| pg.data = None)?;
+        Ok(pg)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(data) = self.data.take() {
+            let _ = self.command("pg_ctl").args(["-D"]).arg(data.join("db")).args(["-m", "immediate", "stop"]).stdout(std::process::Stdio::null()).status();
+            let _ = std::fs::remove_dir_all(&data);
+        }
+    }
 }
 
 fn main() -> Result<()> {
