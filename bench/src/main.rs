@@ -1,4 +1,4 @@
-//! Side-by-side benchmarks, run by `cargo xtask bench embed`. Every figure is printed as a ratio against a
+//! Side-by-side benchmarks, run by `cargo xtask bench embed` and `cargo xtask bench registry` (see `registry.rs`). Every figure is printed as a ratio against a
 //! baseline measured in the same run, on the same machine, on the same sentences.
 //!
 //! (a) raw ONNX Runtime from Rust with native `tokenizers`: the limit;
@@ -19,6 +19,8 @@ use ort::session::Session;
 use ort::value::Tensor;
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
+
+mod registry;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
 const BATCHES: [usize; 2] = [1, 32];
@@ -359,6 +361,7 @@ async fn main() -> Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "embed".into());
     match what.as_str() {
         "embed" => embed_bench().await,
-        other => bail!("unknown benchmark `{other}` (known: embed)"),
+        "registry" => registry::registry_bench().await,
+        other => bail!("unknown benchmark `{other}` (known: embed, registry)"),
     }
 }
