@@ -105,7 +105,7 @@ impl PostgresRegistry {
     }
 }
 
-/// Boxed with an explicit `Send` bound: the compiler cannot prove it through sqlx's executor bounds otherwise.
+/// Boxed so the future's `Send` bound is stated once here rather than inferred through sqlx's executor bounds.
 fn migrate(pool: &PgPool) -> futures::future::BoxFuture<'_, Result<(), RegistryError>> {
     Box::pin(async move {
     let mut tx = pool.begin().await?;

@@ -41,11 +41,14 @@ pub struct Resolver {
     registry: Option<Arc<dyn Registry>>,
     /// This process's own advertised address: its registry rows are served locally, never over HTTP.
     own_address: Option<String>,
-    cache: Mutex<HashMap<(String, WorkerType), (Instant, Arc<Vec<Instance>>)>>,
+    cache: Mutex<HashMap<(String, WorkerType), Cached>>,
     ttl: Duration,
     client: reqwest::Client,
     token: Option<Secret>,
 }
+
+/// An instance lookup and when it was made.
+type Cached = (Instant, Arc<Vec<Instance>>);
 
 enum Attempt<T> {
     Done(T),
