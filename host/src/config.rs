@@ -321,6 +321,20 @@ pub struct ModelConfig {
     pub weight: f64,
 }
 
+impl ModelConfig {
+    /// A model served by `plugin` with every other setting at its default.
+    pub fn new(name: &str, worker_type: WorkerType, plugin: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            worker_type,
+            plugin: plugin.to_string(),
+            batch: BatchConfig::default(),
+            concurrency_limit: default_concurrency_limit(),
+            weight: default_weight(),
+        }
+    }
+}
+
 fn default_concurrency_limit() -> usize {
     1024
 }

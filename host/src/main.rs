@@ -198,37 +198,46 @@ async fn model(target: Target, command: ModelCommand) -> Result<()> {
             send(&target, client.post(format!("{}/api/worker/models/startup", host.trim_end_matches('/'))).json(&body)).await?;
             println!("{model}@{worker_type} started on {host}");
         }
-        command @ (ModelCommand::Stop { .. } | ModelCommand::Restart { .. }) => {
-            let is_restart = matches!(command, ModelCommand::Restart { .. });
-            let (ModelCommand::Stop { model, worker_type } | ModelCommand::Restart { model, worker_type }) = command else {
-                return Ok(());
-            };
-            let key = format!("{model}@{worker_type}");
-            let body = send(&target, instances(Some(key.clone()), true)).await?;
-            let mut hosts: Vec<String> = body
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|i| format!("http://{}:{}", i["host"].as_str().unwrap_or(""), i["port"]))
-                .collect();
-            hosts.sort();
-            hosts.dedup();
-            if hosts.is_empty() {
-                bail!("no host has registered {key}");
-            }
-            for host in hosts {
-                let (path, body) = if is_restart {
-                    ("/api/worker/apply", json!({"model": model, "worker_type": worker_type, "apply_type": "restart"}))
-                } else {
-                    ("/api/worker/models/shutdown", json!({"model": model, "worker_type": worker_type}))
-                };
-                let answer = send(&target, client.post(format!("{host}{path}")).json(&body)).await?;
-                if answer.get("success").and_then(Value::as_bool) == Some(false) {
-                    bail!("{host}: {}", answer["message"].as_str().unwrap_or("failed"));
-                }
-                println!("{key} {} on {host}", if is_restart { "restarted" } else { "stopped" });
-            }
+        ModelCommand::Stop { model, worker_type } => stop_or_restart(&target, &client, &base, model, worker_type, false).await?,
+        ModelCommand::Restart { model, worker_type } => stop_or_restart(&target, &client, &base, model, worker_type, true).await?,
+    }
+    Ok(())
+}
+
+/// Stops (shuts down) or restarts `model` on every host that registered it.
+async fn stop_or_restart(
+    target: &Target,
+    client: &reqwest::Client,
+    base: &str,
+    model: String,
+    worker_type: String,
+    is_restart: bool,
+) -> Result<()> {
+    let key = format!("{model}@{worker_type}");
+    let query = [("healthy_only", "false"), ("model_name", key.as_str())];
+    let body = send(target, client.get(format!("{base}/api/controller/models")).query(&query)).await?;
+    let mut hosts: Vec<String> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| format!("http://{}:{}", i["host"].as_str().unwrap_or(""), i["port"]))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    if hosts.is_empty() {
+        bail!("no host has registered {key}");
+    }
+    for host in hosts {
+        let (path, body) = if is_restart {
+            ("/api/worker/apply", json!({"model": model, "worker_type": worker_type, "apply_type": "restart"}))
+        } else {
+            ("/api/worker/models/shutdown", json!({"model": model, "worker_type": worker_type}))
+        };
+        let answer = send(target, client.post(format!("{host}{path}")).json(&body)).await?;
+        if answer.get("success").and_then(Value::as_bool) == Some(false) {
+            bail!("{host}: {}", answer["message"].as_str().unwrap_or("failed"));
         }
+        println!("{key} {} on {host}", if is_restart { "restarted" } else { "stopped" });
     }
     Ok(())
 }

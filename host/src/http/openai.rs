@@ -18,8 +18,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 
-/// Header naming the plugin version (first 12 hex digits of its sha256) that computed a response.
-pub const VERSION_HEADER: &str = "x-omnihost-plugin-version";
+pub use crate::worker::remote::VERSION_HEADER;
 
 /// The body, or a 413 past `limit` / a 400 when it could not be read.
 pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -56,7 +55,7 @@ pub fn required_string(body: &Map<String, Value>, field: &'static str) -> Result
 }
 
 /// Names the plugin version that computed `response` in [`VERSION_HEADER`].
-fn with_version(mut response: Response, version: &str) -> Response {
+pub fn with_version(mut response: Response, version: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(version) {
         response.headers_mut().insert(VERSION_HEADER, v);
     }
@@ -186,12 +185,18 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
     Ok(with_version(Json(body).into_response(), &output.plugin_version))
 }
 
+/// The fields every rerank request has: `model`, `query` and `documents`.
+pub fn rerank_fields(body: &Map<String, Value>, max_documents: usize) -> Result<(String, String, Vec<String>), ApiError> {
+    let model = required_string(body, "model")?;
+    let query = required_string(body, "query")?;
+    let documents = string_list(required(body, "documents")?, "documents", max_documents)?;
+    Ok((model, query, documents))
+}
+
 pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let settings = state.settings();
     let body = json_object(body, settings.body_limit)?;
-    let model = required_string(&body, "model")?;
-    let query = required_string(&body, "query")?;
-    let documents = string_list(required(&body, "documents")?, "documents", settings.max_inputs_per_request)?;
+    let (model, query, documents) = rerank_fields(&body, settings.max_inputs_per_request)?;
     let top_n = match body.get("top_n") {
         None | Some(Value::Null) => documents.len(),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => n.as_u64().unwrap_or(1) as usize,

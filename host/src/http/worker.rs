@@ -14,10 +14,10 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::openai::{json_object, required, required_string, string_list};
+use super::openai::{json_object, required, required_string, rerank_fields, string_list, with_version};
 use crate::config::WorkerType;
 use crate::worker::manager::{ApplyType, WorkerManager, spec_from_params};
-use crate::worker::remote::{TOKENS_HEADER, VERSION_HEADER};
+use crate::worker::remote::TOKENS_HEADER;
 
 fn manager(state: &AppState) -> Result<Arc<WorkerManager>, ApiError> {
     state
@@ -60,11 +60,9 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
     let output = worker.embed(texts, truncate).await?;
     let tokens: Vec<String> = output.vectors.iter().map(|e| e.tokens.to_string()).collect();
     let vectors: Vec<&Vec<f32>> = output.vectors.iter().map(|e| &e.values).collect();
-    let mut response = Json(vectors).into_response();
-    for (name, value) in [(TOKENS_HEADER, tokens.join(",")), (VERSION_HEADER, output.plugin_version)] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, v);
-        }
+    let mut response = with_version(Json(vectors).into_response(), &output.plugin_version);
+    if let Ok(v) = HeaderValue::from_str(&tokens.join(",")) {
+        response.headers_mut().insert(TOKENS_HEADER, v);
     }
     Ok(response)
 }
@@ -73,17 +71,11 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
 pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let settings = state.settings();
     let body = json_object(body, settings.body_limit)?;
-    let model = required_string(&body, "model")?;
-    let query = required_string(&body, "query")?;
-    let documents = string_list(required(&body, "documents")?, "documents", settings.max_inputs_per_request)?;
+    let (model, query, documents) = rerank_fields(&body, settings.max_inputs_per_request)?;
     let manager = manager(&state)?;
     let worker = manager.get(&model, None).ok_or_else(|| ApiError::model_not_found(&model))?;
     let (scores, version) = worker.rerank(query, documents).await?;
-    let mut response = Json(scores).into_response();
-    if let Ok(v) = HeaderValue::from_str(&version) {
-        response.headers_mut().insert(VERSION_HEADER, v);
-    }
-    Ok(response)
+    Ok(with_version(Json(scores).into_response(), &version))
 }
 
 /// `POST /api/worker/apply`: `{"model"?, "worker_type"?, "apply_type", "params"?}` -> `{message, success, timecost}`.

@@ -105,9 +105,7 @@ impl PostgresRegistry {
     }
 }
 
-/// Boxed so the future's `Send` bound is stated once here rather than inferred through sqlx's executor bounds.
-fn migrate(pool: &PgPool) -> futures::future::BoxFuture<'_, Result<(), RegistryError>> {
-    Box::pin(async move {
+async fn migrate(pool: &PgPool) -> Result<(), RegistryError> {
     let mut tx = pool.begin().await?;
     // Controllers starting together must not apply the same migration twice.
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
@@ -115,6 +113,7 @@ fn migrate(pool: &PgPool) -> futures::future::BoxFuture<'_, Result<(), RegistryE
         .execute(&mut *tx)
         .await?;
     let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM omnihost_schema").fetch_one(&mut *tx).await?;
+    // Collected first: an iterator adaptor held across the awaits makes the future not provably `Send`.
     let pending: Vec<(i64, &'static str)> = MIGRATIONS.iter().copied().filter(|(v, _)| *v > current.unwrap_or(0)).collect();
     for (version, sql) in pending {
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -128,7 +127,6 @@ fn migrate(pool: &PgPool) -> futures::future::BoxFuture<'_, Result<(), RegistryE
     }
     tx.commit().await?;
     Ok(())
-    })
 }
 
 #[async_trait::async_trait]

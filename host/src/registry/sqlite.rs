@@ -97,14 +97,13 @@ impl SqliteRegistry {
     }
 }
 
-/// Boxed so the future's `Send` bound is stated once here rather than inferred through sqlx's executor bounds.
-fn migrate(pool: &SqlitePool) -> futures::future::BoxFuture<'_, Result<(), RegistryError>> {
-    Box::pin(async move {
+async fn migrate(pool: &SqlitePool) -> Result<(), RegistryError> {
     let mut tx = pool.begin().await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS omnihost_schema (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)")
         .execute(&mut *tx)
         .await?;
     let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM omnihost_schema").fetch_one(&mut *tx).await?;
+    // Collected first: an iterator adaptor held across the awaits makes the future not provably `Send`.
     let pending: Vec<(i64, &'static str)> = MIGRATIONS.iter().copied().filter(|(v, _)| *v > current.unwrap_or(0)).collect();
     for (version, sql) in pending {
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -122,7 +121,6 @@ fn migrate(pool: &SqlitePool) -> futures::future::BoxFuture<'_, Result<(), Regis
     }
     tx.commit().await?;
     Ok(())
-    })
 }
 
 #[async_trait::async_trait]

@@ -459,14 +459,7 @@ impl WorkerManager {
                         "path_exist": true,
                         "proxy": false,
                         "enabled": true,
-                        "params": parameter_descriptions(&ModelConfig {
-                            name: adapter.name.clone(),
-                            worker_type: t,
-                            plugin: p.name.clone(),
-                            batch: Default::default(),
-                            concurrency_limit: 1024,
-                            weight: 1.0,
-                        }),
+                        "params": parameter_descriptions(&ModelConfig::new(&adapter.name, t, &p.name)),
                     })
                 }).collect::<Vec<_>>())
             })
@@ -556,14 +549,7 @@ pub fn spec_from_params(model: &str, worker_type: WorkerType, params: &Map<Strin
         .get("plugin")
         .and_then(Value::as_str)
         .ok_or(ManagerError::BadParam { param: "plugin".into(), reason: "is required: the worker-adapter plugin to serve the model" })?;
-    let mut spec = ModelConfig {
-        name: model.trim().to_string(),
-        worker_type,
-        plugin: plugin.to_string(),
-        batch: Default::default(),
-        concurrency_limit: 1024,
-        weight: 1.0,
-    };
+    let mut spec = ModelConfig::new(model.trim(), worker_type, plugin);
     apply_params(&mut spec, params)?;
     Ok(spec)
 }

@@ -17,7 +17,7 @@ use crate::registry::{Instance, Query, Registry, RegistryError, pick_weighted};
 
 /// Header carrying the token count of each input, comma-separated, on worker embedding answers.
 pub const TOKENS_HEADER: &str = "x-omnihost-tokens";
-/// Header naming the plugin version (same as the public API's).
+/// Header naming the plugin version (first 12 hex digits of its sha256) that computed an answer.
 pub const VERSION_HEADER: &str = "x-omnihost-plugin-version";
 
 /// Why a request could not be routed or failed where it was routed.
