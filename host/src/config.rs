@@ -210,6 +210,8 @@ pub enum World {
     #[default]
     WorkerAdapter,
     StageProcessor,
+    /// A language model whose decode loop the host drives (`decoding` export, since WIT 0.1.1).
+    LlmAdapter,
 }
 
 impl World {
@@ -217,7 +219,13 @@ impl World {
         match self {
             Self::WorkerAdapter => "worker-adapter",
             Self::StageProcessor => "stage-processor",
+            Self::LlmAdapter => "llm-adapter",
         }
+    }
+
+    /// Worlds whose components export the `worker` interface, so they can serve a model.
+    pub fn serves_models(self) -> bool {
+        matches!(self, Self::WorkerAdapter | Self::LlmAdapter)
     }
 }
 
@@ -234,11 +242,51 @@ pub struct PluginConfig {
     /// ONNX models the plugin may open through `compute.open`, by name.
     #[serde(default)]
     pub onnx: BTreeMap<String, PathBuf>,
+    /// Decoders with a KV cache whose generation loop the host drives for an `llm-adapter` plugin, by name.
+    #[serde(default)]
+    pub decoders: BTreeMap<String, DecoderConfig>,
     /// Values the plugin reads through its `config` import.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// A decoder ONNX model and the limits of its continuous batch. Memory is bounded by these: the KV cache holds
+/// at most `max_sequences` rows of `max_context` positions.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderConfig {
+    pub path: PathBuf,
+    /// Sequences decoded together in one batch; more wait in the queue.
+    #[serde(default = "default_max_sequences")]
+    pub max_sequences: usize,
+    /// Positions (prompt and completion) of one sequence's KV cache; longer prompts are refused.
+    #[serde(default = "default_max_context")]
+    pub max_context: usize,
+    /// Prompt tokens run in one step; a long prompt's prefill is cut into chunks of this many, with decode steps
+    /// of running sequences between them, so it never stalls them for longer than one chunk.
+    #[serde(default = "default_prefill_chunk")]
+    pub prefill_chunk: usize,
+    /// Sequences that may wait for a place in the batch; more are refused with 429.
+    #[serde(default = "default_decoder_queue")]
+    pub queue_capacity: usize,
+}
+
+fn default_max_sequences() -> usize {
+    16
+}
+
+fn default_max_context() -> usize {
+    2048
+}
+
+fn default_prefill_chunk() -> usize {
+    128
+}
+
+fn default_decoder_queue() -> usize {
+    256
 }
 
 /// Per-call limits and instance reuse for one plugin.
@@ -399,7 +447,7 @@ impl Config {
                 model: m.name.clone(),
                 plugin: m.plugin.clone(),
             })?;
-            if plugin.world != World::WorkerAdapter {
+            if !plugin.world.serves_models() {
                 return Err(Problem::NotAWorker { model: m.name.clone(), plugin: m.plugin.clone(), world: plugin.world.name() });
             }
         }

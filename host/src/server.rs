@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::compute::{ComputeError, ComputeSettings, Model, Runtime, library};
+use crate::compute::{ComputeError, ComputeSettings, Decoder, DecoderLimits, Model, Runtime, library};
 use crate::config::{Config, StoreKind};
 use crate::http::{self, AppState, HttpSettings, Readiness, Services};
 use crate::plugin::{Plugin, PluginEngine, PluginError, Plugins};
@@ -194,7 +194,7 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
 /// Loads ONNX Runtime, the models and the plugins the config names.
 async fn load_plugins(config: &Config) -> Result<(Plugins, Option<PathBuf>, bool), ServerError> {
     let data_dir = config.resolve(&config.server.data_dir);
-    let needs_ort = config.plugins.iter().any(|p| !p.onnx.is_empty());
+    let needs_ort = config.plugins.iter().any(|p| !p.onnx.is_empty() || !p.decoders.is_empty());
     let runtime = if needs_ort {
         let mut roots = vec![config.base_dir.clone()];
         roots.extend(std::env::current_dir().ok());
@@ -238,9 +238,26 @@ async fn load_plugins(config: &Config) -> Result<(Plugins, Option<PathBuf>, bool
             };
             models.insert(name.clone(), model);
         }
+        let mut decoders = std::collections::BTreeMap::new();
+        for (name, decoder) in &plugin.decoders {
+            let Some(rt) = &runtime else { continue };
+            let path = config.resolve(&decoder.path);
+            tracing::info!(plugin = %plugin.name, decoder = %name, path = %path.display(), "loading decoder");
+            let limits = DecoderLimits {
+                max_sequences: decoder.max_sequences,
+                max_context: decoder.max_context,
+                prefill_chunk: decoder.prefill_chunk,
+                queue_capacity: decoder.queue_capacity,
+            };
+            let (rt, n, s) = (rt.clone(), name.clone(), settings.clone());
+            let loaded = tokio::task::spawn_blocking(move || Decoder::load(&rt, &n, &path, &s, limits)).await?.map_err(
+                |source| PluginError::Model { plugin: plugin.name.clone(), model: name.clone(), source: Box::new(source) },
+            )?;
+            decoders.insert(name.clone(), Arc::new(loaded));
+        }
         tracing::info!(plugin = %plugin.name, component = %config.resolve(&plugin.component).display(), "compiling plugin");
-        let loaded_plugin =
-            Plugin::load(engine.clone(), plugin, |p| config.resolve(p), models, config.compute.tensor_limit).await?;
+        let loaded_plugin = Plugin::load(engine.clone(), plugin, |p| config.resolve(p), models, decoders, config.compute.tensor_limit)
+            .await?;
         plugins.insert(loaded_plugin);
     }
     for model in &config.models {

@@ -4,6 +4,7 @@
 //! Blocking ONNX Runtime calls never run on the async runtime: each model owns threads that read jobs from a
 //! bounded channel and answer on a oneshot, so a slow model applies backpressure to its callers only.
 
+pub mod decoder;
 pub mod library;
 pub mod providers;
 pub mod tensor;
@@ -19,6 +20,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::ValueType;
 use tokio::sync::{mpsc, oneshot};
 
+pub use decoder::{Decoder, DecoderLimits, SeqId};
 pub use providers::Provider;
 pub use tensor::{ElementType, Tensor, TensorError};
 
@@ -51,6 +53,16 @@ pub enum ComputeError {
     Run { model: String, #[source] source: ort::Error },
     #[error("model `{0}` has stopped")]
     Stopped(String),
+    #[error("model `{model}` is not a decoder this host can drive: {problem}")]
+    NotADecoder { model: String, problem: String },
+    #[error("model `{model}`: a sequence needs {needed} positions but the KV cache holds {capacity}")]
+    ContextFull { model: String, needed: usize, capacity: usize },
+    #[error("model `{model}`: all {capacity} rows of the batch are in use")]
+    BatchFull { model: String, capacity: usize },
+    #[error("model `{model}`: unknown sequence {seq}")]
+    UnknownSequence { model: String, seq: u64 },
+    #[error("model `{0}`: an empty prompt cannot be decoded")]
+    EmptyPrompt(String),
 }
 
 /// Settings shared by every model.

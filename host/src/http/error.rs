@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::plugin::{CallError, GuestError, PluginError};
 use crate::registry::RegistryError;
 use crate::registry::wire::WireError;
-use crate::worker::WorkerError;
+use crate::worker::{SequenceError, WorkerError};
 use crate::worker::manager::ManagerError;
 use crate::worker::remote::RouteError;
 
@@ -190,7 +190,9 @@ impl From<CallError> for ApiError {
             CallError::OutOfFuel { .. } => (S::INTERNAL_SERVER_ERROR, "server_error", Some("plugin_out_of_fuel")),
             CallError::Instantiate { .. } => (S::SERVICE_UNAVAILABLE, "server_error", Some("plugin_unavailable")),
             CallError::Closed(_) => (S::SERVICE_UNAVAILABLE, "server_error", Some("plugin_unavailable")),
-            CallError::NotAWorker { .. } => (S::INTERNAL_SERVER_ERROR, "server_error", Some("plugin_error")),
+            CallError::NotAWorker { .. } | CallError::NotADecoder { .. } | CallError::StepCount { .. } => {
+                (S::INTERNAL_SERVER_ERROR, "server_error", Some("plugin_error"))
+            }
         };
         if status.is_server_error() {
             tracing::warn!(error = %chain(&e), "plugin call failed");
@@ -220,7 +222,24 @@ impl From<WorkerError> for ApiError {
             WorkerError::Unsupported { .. } => {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "invalid_request_error", Some("unsupported"), e.to_string())
             }
+            WorkerError::ContextLength { .. } => ApiError {
+                code: Some("context_length_exceeded"),
+                ..ApiError::invalid(Some("messages"), e.to_string())
+            },
             WorkerError::Call(call) => call.into(),
+        }
+    }
+}
+
+impl From<SequenceError> for ApiError {
+    fn from(e: SequenceError) -> Self {
+        match e {
+            SequenceError::Plugin(call) => call.into(),
+            SequenceError::Guest(guest) => CallError::Guest(guest).into(),
+            SequenceError::Compute(_) | SequenceError::Step(_) => {
+                tracing::error!(error = %chain(&e), "generation failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", Some("generation_failed"), e.to_string())
+            }
         }
     }
 }

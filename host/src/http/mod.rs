@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod chat;
 pub mod controller;
 pub mod error;
 pub mod health;
@@ -133,6 +134,8 @@ fn openai(state: &AppState) -> Router<AppState> {
         .route("/models", get(openai::models))
         .route("/embeddings", post(openai::embeddings))
         .route("/rerank", post(openai::rerank))
+        .route("/chat/completions", post(chat::chat_completions))
+        .route("/completions", post(chat::completions))
         .layer(from_fn_with_state(state.clone(), auth::api_key))
         .layer(DefaultBodyLimit::max(state.settings().body_limit))
 }
@@ -153,6 +156,13 @@ pub fn router(state: AppState) -> Router {
         .route("/controller/heartbeat", post(controller::heartbeat))
         .route("/worker/embeddings", post(worker::embeddings))
         .route("/worker/rerank", post(worker::rerank))
+        .route("/worker/generate_stream", post(chat::generate_stream))
+        .route("/worker/generate", post(chat::generate))
+        .route("/worker/count_token", post(chat::count_token))
+        .route("/worker/model_metadata", post(chat::model_metadata))
+        // The OpenAI routes of a worker host, for API servers that route to it (same bodies and answers).
+        .route("/worker/chat/completions", post(chat::chat_completions))
+        .route("/worker/completions", post(chat::completions))
         .route("/worker/apply", post(worker::apply))
         .route("/worker/parameter/descriptions", get(worker::parameter_descriptions))
         .route("/worker/models/supports", get(worker::supports))

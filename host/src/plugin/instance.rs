@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 
-use super::bindings::{StageProcessor, StageProcessorPre, WorkerAdapter, WorkerAdapterPre};
+use super::bindings::{LlmAdapter, LlmAdapterPre, StageProcessor, StageProcessorPre, WorkerAdapter, WorkerAdapterPre};
 use super::engine::{PluginEngine, TICK};
 use super::host::{PluginContext, PluginState};
 use super::CallError;
@@ -23,12 +23,14 @@ use crate::config::Limits;
 pub enum Pre {
     Worker(WorkerAdapterPre<PluginState>),
     Stage(StageProcessorPre<PluginState>),
+    Llm(LlmAdapterPre<PluginState>),
 }
 
 /// The exports of one live instance.
 pub enum Exports {
     Worker(WorkerAdapter),
     Stage(StageProcessor),
+    Llm(LlmAdapter),
 }
 
 pub struct Instance {
@@ -84,6 +86,7 @@ impl Instances {
         let exports = match &self.pre {
             Pre::Worker(pre) => Exports::Worker(pre.instantiate_async(&mut store).await.map_err(err)?),
             Pre::Stage(pre) => Exports::Stage(pre.instantiate_async(&mut store).await.map_err(err)?),
+            Pre::Llm(pre) => Exports::Llm(pre.instantiate_async(&mut store).await.map_err(err)?),
         };
         Ok(Instance { store, exports, calls: 0 })
     }

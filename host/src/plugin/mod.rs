@@ -23,8 +23,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-use crate::compute::{ComputeError, Model};
+use crate::compute::{ComputeError, Decoder, Model};
 use crate::config::{Limits, PluginConfig, World};
+use bindings::decoding;
 use bindings::worker_exports as wit;
 pub use engine::PluginEngine;
 use host::PluginContext;
@@ -51,6 +52,10 @@ pub enum PluginError {
     Smoke { plugin: String, #[source] source: CallError },
     #[error("plugin `{plugin}` embeds {got} dimensions in its smoke call but declares {declared:?}")]
     SmokeDimensions { plugin: String, declared: Option<u32>, got: usize },
+    #[error("plugin `{plugin}` names decoder `{model}`, which is not granted to it (granted: {granted:?})")]
+    UnknownDecoder { plugin: String, model: String, granted: Vec<String> },
+    #[error("plugin `{plugin}` declares a vocabulary of {declared} but decoder `{model}` produces {actual} logits")]
+    VocabMismatch { plugin: String, model: String, declared: u32, actual: usize },
     #[error("no plugin named `{0}`")]
     Unknown(String),
     #[error("plugin `{plugin}` has no version {sha}")]
@@ -106,6 +111,10 @@ pub enum CallError {
     Closed(String),
     #[error("plugin `{plugin}` is not a worker adapter")]
     NotAWorker { plugin: String },
+    #[error("plugin `{plugin}` does not drive a decoder (it is not an llm-adapter)")]
+    NotADecoder { plugin: String },
+    #[error("plugin `{plugin}` returned {got} step results for {expected} sequences")]
+    StepCount { plugin: String, expected: usize, got: usize },
     #[error(transparent)]
     Guest(#[from] GuestError),
 }
@@ -153,10 +162,19 @@ pub struct AdapterInfo {
     pub max_input_tokens: Option<u32>,
 }
 
+/// What an llm-adapter reported about its decoder, with the decoder the host runs for it.
+#[derive(Clone)]
+pub struct DecoderBinding {
+    pub info: decoding::DecoderInfo,
+    pub decoder: Arc<Decoder>,
+}
+
 /// One compiled, validated version of a plugin with its instances.
 pub struct Version {
     pub info: VersionInfo,
     pub adapter: Option<AdapterInfo>,
+    /// Set for llm-adapter plugins: the host drives their decode loop.
+    pub decoder: Option<DecoderBinding>,
     instances: Instances,
 }
 
@@ -191,7 +209,9 @@ impl Version {
             .instances
             .call(move |exports, store| match exports {
                 Exports::Worker(w) => f(w, store),
-                Exports::Stage(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
+                Exports::Stage(_) | Exports::Llm(_) => {
+                    Box::pin(async { Err(wasmtime::format_err!("not a worker-adapter instance")) })
+                }
             })
             .await?;
         result.map_err(|e| CallError::Guest(e.into()))
@@ -218,8 +238,81 @@ impl Version {
 
     /// Counts the tokens of `text`.
     pub async fn count_tokens(&self, text: String) -> Result<u32, CallError> {
+        if self.decoder.is_some() {
+            let result = self
+                .instances
+                .call(move |exports, store| match exports {
+                    Exports::Llm(l) => {
+                        Box::pin(async move { l.omnihost_plugin_worker().call_count_tokens(store, &text).await })
+                    }
+                    _ => Box::pin(async { Err(wasmtime::format_err!("not an llm-adapter instance")) }),
+                })
+                .await?;
+            return result.map_err(|e| CallError::Guest(e.into()));
+        }
         self.worker_call(move |w, store| {
             Box::pin(async move { w.omnihost_plugin_worker().call_count_tokens(store, &text).await })
+        })
+        .await
+    }
+
+    fn not_a_decoder(&self) -> CallError {
+        CallError::NotADecoder { plugin: self.plugin().to_string() }
+    }
+
+    /// Tokenises a generation request and builds the sequence's initial state (llm-adapter plugins).
+    pub async fn prepare(&self, request: decoding::GenerationRequest) -> Result<decoding::Prepared, CallError> {
+        if self.decoder.is_none() {
+            return Err(self.not_a_decoder());
+        }
+        let result = self
+            .instances
+            .call(move |exports, store| match exports {
+                Exports::Llm(l) => Box::pin(async move { l.omnihost_plugin_decoding().call_prepare(store, &request).await }),
+                _ => Box::pin(async { Err(wasmtime::format_err!("not an llm-adapter instance")) }),
+            })
+            .await?;
+        result.map_err(|e| CallError::Guest(e.into()))
+    }
+
+    /// One decode step for a batch of sequences: one result per input, in order. A guest error fails only its
+    /// sequence; a trap, timeout or memory cap fails the whole call (the caller retries sequences one by one).
+    pub async fn step(
+        &self,
+        inputs: Vec<decoding::StepInput>,
+    ) -> Result<Vec<Result<decoding::StepOutput, GuestError>>, CallError> {
+        if self.decoder.is_none() {
+            return Err(self.not_a_decoder());
+        }
+        let expected = inputs.len();
+        let outputs = self
+            .instances
+            .call(move |exports, store| match exports {
+                Exports::Llm(l) => Box::pin(async move { l.omnihost_plugin_decoding().call_step(store, &inputs).await }),
+                _ => Box::pin(async { Err(wasmtime::format_err!("not an llm-adapter instance")) }),
+            })
+            .await?;
+        if outputs.len() != expected {
+            return Err(CallError::StepCount { plugin: self.plugin().to_string(), expected, got: outputs.len() });
+        }
+        Ok(outputs.into_iter().map(|r| r.map_err(GuestError::from)).collect())
+    }
+
+    /// Plugin-driven generation (worker adapters that export `generate`): the guest pushes deltas into `deltas`
+    /// until it is done or the receiver is dropped.
+    pub async fn generate(
+        &self,
+        request: wit::GenerateRequest,
+        deltas: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<wit::GenerateResult, CallError> {
+        self.worker_call(move |w, store| {
+            Box::pin(async move {
+                let sink = store.data_mut().push_sink(host::SinkHandle { tx: deltas })?;
+                let borrowed = wasmtime::component::Resource::<host::SinkHandle>::new_borrow(sink.rep());
+                let result = w.omnihost_plugin_worker().call_generate(&mut *store, &request, borrowed).await;
+                store.data_mut().drop_sink(sink)?;
+                result
+            })
         })
         .await
     }
@@ -229,6 +322,7 @@ impl Version {
 struct Grants {
     config: BTreeMap<String, String>,
     models: BTreeMap<String, Arc<Model>>,
+    decoders: BTreeMap<String, Arc<Decoder>>,
     tensor_limit: usize,
     limits: Limits,
     wasi: WasiGrant,
@@ -275,6 +369,7 @@ impl Plugin {
         config: &PluginConfig,
         resolve: impl Fn(&std::path::Path) -> PathBuf,
         models: BTreeMap<String, Arc<Model>>,
+        decoders: BTreeMap<String, Arc<Decoder>>,
         tensor_limit: usize,
     ) -> Result<Plugin, PluginError> {
         let path = resolve(&config.component);
@@ -286,6 +381,7 @@ impl Plugin {
         let grants = Grants {
             config: config.config.clone(),
             models,
+            decoders,
             tensor_limit,
             limits: config.limits.clone(),
             wasi: WasiGrant { plugin: config.name.clone(), data_dir },
@@ -444,10 +540,40 @@ async fn compile(engine: &Arc<PluginEngine>, bytes: Vec<u8>) -> Result<(Componen
 fn metadata<'a>(
     exports: &'a Exports,
     store: &'a mut wasmtime::Store<host::PluginState>,
-) -> instance::CallFuture<'a, wit::AdapterMetadata> {
+) -> instance::CallFuture<'a, AdapterInfo> {
     match exports {
-        Exports::Worker(w) => Box::pin(async move { w.omnihost_plugin_worker().call_metadata(store).await }),
+        Exports::Worker(w) => Box::pin(async move {
+            let m = w.omnihost_plugin_worker().call_metadata(store).await?;
+            Ok(AdapterInfo {
+                name: m.name,
+                version: m.version,
+                worker_types: m.worker_types,
+                embedding_dimensions: m.embedding_dimensions,
+                max_input_tokens: m.max_input_tokens,
+            })
+        }),
+        // The llm-adapter world exports the same `worker` interface; its bindings are a type of their own.
+        Exports::Llm(l) => Box::pin(async move {
+            let m = l.omnihost_plugin_worker().call_metadata(store).await?;
+            Ok(AdapterInfo {
+                name: m.name,
+                version: m.version,
+                worker_types: m.worker_types,
+                embedding_dimensions: m.embedding_dimensions,
+                max_input_tokens: m.max_input_tokens,
+            })
+        }),
         Exports::Stage(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
+    }
+}
+
+fn decoder_info<'a>(
+    exports: &'a Exports,
+    store: &'a mut wasmtime::Store<host::PluginState>,
+) -> instance::CallFuture<'a, decoding::DecoderInfo> {
+    match exports {
+        Exports::Llm(l) => Box::pin(async move { l.omnihost_plugin_decoding().call_decoder(store).await }),
+        _ => Box::pin(async { Err(wasmtime::format_err!("not an llm-adapter")) }),
     }
 }
 
@@ -472,6 +598,7 @@ async fn prepare(
     let pre = match world {
         World::WorkerAdapter => Pre::Worker(bindings::WorkerAdapterPre::new(pre).map_err(wrong_world)?),
         World::StageProcessor => Pre::Stage(bindings::StageProcessorPre::new(pre).map_err(wrong_world)?),
+        World::LlmAdapter => Pre::Llm(bindings::LlmAdapterPre::new(pre).map_err(wrong_world)?),
     };
     let ctx = Arc::new(PluginContext {
         plugin: name.to_string(),
@@ -484,17 +611,30 @@ async fn prepare(
     let smoke = |source| PluginError::Smoke { plugin: name.to_string(), source };
     let mut first = instances.warm().await.map_err(smoke)?;
     let adapter = match world {
-        World::WorkerAdapter => {
-            let meta = instances.call_on(&mut first, metadata).await.map_err(smoke)?;
-            Some(AdapterInfo {
-                name: meta.name,
-                version: meta.version,
-                worker_types: meta.worker_types,
-                embedding_dimensions: meta.embedding_dimensions,
-                max_input_tokens: meta.max_input_tokens,
-            })
-        }
+        World::WorkerAdapter | World::LlmAdapter => Some(instances.call_on(&mut first, metadata).await.map_err(smoke)?),
         World::StageProcessor => None,
+    };
+    let decoder = match world {
+        World::LlmAdapter => {
+            let info = instances.call_on(&mut first, decoder_info).await.map_err(smoke)?;
+            let Some(decoder) = grants.decoders.get(&info.model) else {
+                return Err(PluginError::UnknownDecoder {
+                    plugin: name.to_string(),
+                    model: info.model,
+                    granted: grants.decoders.keys().cloned().collect(),
+                });
+            };
+            if decoder.vocab_size != info.vocab_size as usize {
+                return Err(PluginError::VocabMismatch {
+                    plugin: name.to_string(),
+                    model: info.model,
+                    declared: info.vocab_size,
+                    actual: decoder.vocab_size,
+                });
+            }
+            Some(DecoderBinding { info, decoder: decoder.clone() })
+        }
+        _ => None,
     };
     instances.adopt(first);
     let version = Version {
@@ -507,8 +647,29 @@ async fn prepare(
             adapter: adapter.as_ref().map(|a| format!("{} {}", a.name, a.version)),
         },
         adapter,
+        decoder,
         instances,
     };
+    if version.decoder.is_some() {
+        // Tokenising and templating a tiny chat proves the adapter's files load before it takes traffic.
+        let request = decoding::GenerationRequest {
+            messages: vec![decoding::ChatMessage { role: "user".into(), content: "omnihost smoke test".into() }],
+            prompt: String::new(),
+            sampling: decoding::Sampling {
+                max_tokens: Some(1),
+                temperature: Some(0.0),
+                top_p: None,
+                top_k: None,
+                seed: Some(0),
+                stop: Vec::new(),
+                presence_penalty: 0.0,
+                frequency_penalty: 0.0,
+                top_logprobs: None,
+            },
+            choice: 0,
+        };
+        version.prepare(request).await.map_err(smoke)?;
+    }
     if let Some(adapter) = version.adapter.as_ref().filter(|a| a.worker_types.iter().any(|t| t == "text2vec")) {
         let declared = adapter.embedding_dimensions;
         let out = version.embed(vec!["omnihost smoke test".into()], true).await.map_err(smoke)?;
@@ -521,7 +682,7 @@ async fn prepare(
     // instantiation and the adapter's set-up (a tokenizer parse) at the moment load moves over.
     for _ in 1..version.instances.pool_size() {
         let mut instance = version.instances.warm().await.map_err(smoke)?;
-        if world == World::WorkerAdapter {
+        if world.serves_models() {
             version.instances.call_on(&mut instance, metadata).await.map_err(smoke)?;
         }
         version.instances.adopt(instance);

@@ -6,9 +6,14 @@
 //! A batch runs on one plugin version, so every response comes from exactly one version. When a batch fails,
 //! each request in it is retried alone, so a bad input fails only its own request.
 //!
+//! Generation has two paths. An llm-adapter plugin names a decoder and the host drives its loop with
+//! continuous batching ([`generate`]); a worker adapter that exports `generate` drives its own loop and pushes
+//! deltas into a sink (the scripted model). Both give the caller one event stream per choice.
+//!
 //! [`manager`] owns the lifecycle of the workers of a host (start, stop, restart, registration, heartbeats);
 //! [`remote`] routes requests to workers on other hosts found through the registry.
 
+pub mod generate;
 pub mod manager;
 pub mod remote;
 
@@ -19,7 +24,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::config::{ModelConfig, WorkerType};
-use crate::plugin::{AdapterInfo, CallError, Embedded, Plugin};
+use crate::plugin::bindings::{decoding, worker_exports};
+use crate::plugin::{AdapterInfo, CallError, Embedded, Plugin, Version};
+pub use generate::{Event, Finish, Scheduler, SchedulerStats, SequenceError};
 
 /// Errors of a served model.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +39,18 @@ pub enum WorkerError {
     Stopped(String),
     #[error("model `{model}` does not support {operation}")]
     Unsupported { model: String, operation: &'static str },
+    #[error("model `{model}`: the prompt has {prompt_tokens} tokens but the context holds {capacity}")]
+    ContextLength { model: String, prompt_tokens: usize, capacity: usize },
     #[error(transparent)]
     Call(#[from] CallError),
+}
+
+/// The event streams of one generation request, one per choice, and what holds its place.
+pub struct Generation {
+    pub streams: Vec<mpsc::UnboundedReceiver<Event>>,
+    pub plugin_version: String,
+    /// The request's slot under the model's concurrency limit, held until the streams are dropped.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Embeddings of one request and the plugin version that computed them.
@@ -59,6 +76,8 @@ pub struct Worker {
     in_flight: Arc<Semaphore>,
     stopped: AtomicBool,
     tx: mpsc::Sender<Job>,
+    /// One scheduler per decoder this model's plugin versions have used (normally one).
+    schedulers: std::sync::Mutex<std::collections::HashMap<String, Arc<Scheduler>>>,
 }
 
 impl Worker {
@@ -79,6 +98,7 @@ impl Worker {
             in_flight: Arc::new(Semaphore::new(limit)),
             stopped: AtomicBool::new(false),
             tx,
+            schedulers: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -127,6 +147,137 @@ impl Worker {
         let scores = version.rerank(query, documents).await?;
         Ok((scores, version.info.sha256[..12].to_string()))
     }
+}
+
+impl Worker {
+    fn scheduler(&self, binding: &crate::plugin::DecoderBinding) -> Arc<Scheduler> {
+        let mut schedulers = self.schedulers.lock().unwrap_or_else(|p| p.into_inner());
+        schedulers
+            .entry(binding.info.model.clone())
+            .or_insert_with(|| {
+                let limits = &binding.decoder.limits;
+                Arc::new(Scheduler::start(binding.decoder.clone(), limits.queue_capacity, limits.prefill_chunk))
+            })
+            .clone()
+    }
+
+    /// Counters of the model's generation schedulers, summed (running sequences, decode steps, cancellations).
+    pub fn generation_stats(&self) -> Option<(usize, u64, u64)> {
+        let schedulers = self.schedulers.lock().unwrap_or_else(|p| p.into_inner());
+        if schedulers.is_empty() {
+            return None;
+        }
+        Some(schedulers.values().fold((0, 0, 0), |(r, s, c), sch| {
+            let st = &sch.stats;
+            (
+                r + st.running.load(Ordering::Relaxed),
+                s + st.steps.load(Ordering::Relaxed),
+                c + st.cancelled.load(Ordering::Relaxed),
+            )
+        }))
+    }
+
+    /// Starts generating `n` choices for `request`. Errors that concern the request (a bad prompt, a full
+    /// queue) come back here, before any event; failures after that arrive as [`Event::Failed`].
+    pub async fn generate(&self, request: decoding::GenerationRequest, n: u32) -> Result<Generation, WorkerError> {
+        let permit = self.admit()?;
+        let version = self.plugin.current();
+        let supports = version.adapter.as_ref().is_some_and(|a| a.worker_types.iter().any(|t| t == "llm"));
+        if !supports {
+            return Err(WorkerError::Unsupported { model: self.model.clone(), operation: "generation" });
+        }
+        let plugin_version = version.info.sha256[..12].to_string();
+        let streams = match version.decoder.clone() {
+            Some(binding) => self.generate_batched(&version, &binding, request, n).await?,
+            None => (0..n.max(1)).map(|choice| spawn_plugin_driven(version.clone(), &request, choice)).collect(),
+        };
+        Ok(Generation { streams, plugin_version, _permit: permit })
+    }
+
+    async fn generate_batched(
+        &self,
+        version: &Arc<Version>,
+        binding: &crate::plugin::DecoderBinding,
+        request: decoding::GenerationRequest,
+        n: u32,
+    ) -> Result<Vec<mpsc::UnboundedReceiver<Event>>, WorkerError> {
+        let capacity = binding.decoder.limits.max_context;
+        let mut prepared = Vec::with_capacity(n as usize);
+        for choice in 0..n.max(1) {
+            let p = version.prepare(decoding::GenerationRequest { choice, ..request.clone() }).await?;
+            let prompt_tokens = p.prompt_token_ids.len();
+            if prompt_tokens >= capacity {
+                return Err(WorkerError::ContextLength { model: self.model.clone(), prompt_tokens, capacity });
+            }
+            // The KV cache may hold less than the model's context: generation stops where the cache ends.
+            let room = (capacity - prompt_tokens - 1) as u32;
+            prepared.push(decoding::Prepared { max_new_tokens: p.max_new_tokens.min(room), ..p });
+        }
+        let scheduler = self.scheduler(binding);
+        let mut streams = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let (events, rx) = mpsc::unbounded_channel();
+            let admission = generate::Admission { version: version.clone(), prepared: p, events };
+            if scheduler.admit(admission).is_err() {
+                return Err(WorkerError::Overloaded {
+                    model: self.model.clone(),
+                    capacity: binding.decoder.limits.queue_capacity,
+                });
+            }
+            streams.push(rx);
+        }
+        Ok(streams)
+    }
+}
+
+/// Runs a plugin-driven `generate` call for one choice and turns what it pushes into events.
+fn spawn_plugin_driven(
+    version: Arc<Version>,
+    request: &decoding::GenerationRequest,
+    choice: u32,
+) -> mpsc::UnboundedReceiver<Event> {
+    let sampling = &request.sampling;
+    let legacy = worker_exports::GenerateRequest {
+        messages: request
+            .messages
+            .iter()
+            .map(|m| worker_exports::ChatMessage { role: m.role.clone(), content: m.content.clone() })
+            .collect(),
+        prompt: request.prompt.clone(),
+        sampling: worker_exports::SamplingParams {
+            max_tokens: sampling.max_tokens,
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            top_k: sampling.top_k,
+            seed: sampling.seed.map(|s| s.wrapping_add(u64::from(choice))),
+            stop: sampling.stop.clone(),
+        },
+    };
+    let (events, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // A small channel paces the guest to the forwarding below; when the client goes, `push` returns false.
+        let (deltas, mut incoming) = mpsc::channel::<String>(16);
+        let forward_events = events.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(text) = incoming.recv().await {
+                if forward_events.send(Event::Delta { text, logprobs: None }).is_err() {
+                    break;
+                }
+            }
+        });
+        let result = version.generate(legacy, deltas).await;
+        let _ = forward.await;
+        let event = match result {
+            Ok(done) => Event::Done {
+                finish: if done.finish_reason == "length" { Finish::Length } else { Finish::Stop },
+                prompt_tokens: done.prompt_tokens,
+                completion_tokens: done.completion_tokens,
+            },
+            Err(e) => Event::Failed(SequenceError::Plugin(e)),
+        };
+        let _ = events.send(event);
+    });
+    rx
 }
 
 /// Gathers queued requests into batches. It takes a request off the queue only once the plugin has room for

@@ -214,6 +214,40 @@ impl Resolver {
         Err(RouteError::NotFound(last_not_found.unwrap_or_else(|| model.to_string())))
     }
 
+    /// Forwards a request body to a worker host serving `model` and returns its answer as is, so a stream passes
+    /// through unchanged. Fails over like every other call until a host answers.
+    pub async fn forward(
+        &self,
+        model: &str,
+        worker_type: WorkerType,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<reqwest::Response, RouteError> {
+        self.route(model, worker_type, |instance| {
+            let body = body.clone();
+            async move {
+                let url = format!("http://{}{path}", instance.id.address());
+                let request = self.client.post(&url).header("content-type", "application/json").body(body);
+                let request = match &self.token {
+                    Some(t) => request.bearer_auth(t.expose()),
+                    None => request,
+                };
+                match request.send().await {
+                    Err(e) => {
+                        tracing::debug!(url, error = %e, "forwarding failed");
+                        Ok(Attempt::Next)
+                    }
+                    Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE || r.status() == reqwest::StatusCode::NOT_FOUND => {
+                        Ok(Attempt::Next)
+                    }
+                    // Client errors (a bad parameter) are the answer, not a reason to try another host.
+                    Ok(r) => Ok(Attempt::Done(r)),
+                }
+            }
+        })
+        .await
+    }
+
     /// Every model served here or registered healthy, as `(name, worker_type)`, sorted and unique.
     pub async fn models(&self) -> Result<Vec<(String, WorkerType)>, RouteError> {
         let mut models: Vec<(String, WorkerType)> = self

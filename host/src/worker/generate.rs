@@ -1,0 +1,395 @@
+//! Continuous batching for host-driven generation: one scheduler task per decoder runs every sequence's prompt
+//! and decode steps, asking the llm-adapter plugin for the sampling, detokenising and stop rules of each step.
+//!
+//! The loop lives in the host (see DESIGN.md, "Generation"): a sequence joins the batch between steps once its
+//! prompt has run, leaves it as soon as it finishes or its client goes away, and every step of the running
+//! sequences is one decoder run and one plugin call per plugin version. A long prompt runs in chunks with a
+//! decode step between each, so running streams wait at most one chunk.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::compute::{ComputeError, Decoder, SeqId};
+use crate::plugin::bindings::decoding::{FinishReason, LogprobInfo, Prepared, StepInput, StepOutput};
+use crate::plugin::{CallError, GuestError, Version};
+
+/// Why a sequence ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// EOS or a stop string.
+    Stop,
+    /// `max_tokens` or the context.
+    Length,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// Why a sequence failed after it was admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SequenceError {
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
+    #[error(transparent)]
+    Plugin(#[from] CallError),
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The decoder failed a step that this sequence shared with others; they all carry the one cause.
+    #[error("the decode step failed: {0}")]
+    Step(#[source] Arc<ComputeError>),
+}
+
+/// What a sequence sends to the request that owns it.
+#[derive(Debug)]
+pub enum Event {
+    Delta { text: String, logprobs: Option<LogprobInfo> },
+    Done { finish: Finish, prompt_tokens: u32, completion_tokens: u32 },
+    Failed(SequenceError),
+}
+
+/// A sequence waiting for a place in the batch.
+pub struct Admission {
+    pub version: Arc<Version>,
+    pub prepared: Prepared,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// Counters of a scheduler, for `/health/ready` and tests.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Sequences in the batch (prompt done, decoding).
+    pub running: AtomicUsize,
+    /// Decode steps run so far.
+    pub steps: AtomicU64,
+    /// Sequences dropped because their client went away.
+    pub cancelled: AtomicU64,
+}
+
+/// The handle requests use to queue sequences.
+pub struct Scheduler {
+    tx: mpsc::Sender<Admission>,
+    pub stats: Arc<SchedulerStats>,
+}
+
+impl Scheduler {
+    /// Starts the scheduler task of `decoder`. It ends when the handle is dropped and its queue is drained.
+    pub fn start(decoder: Arc<Decoder>, queue_capacity: usize, prefill_chunk: usize) -> Scheduler {
+        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let stats = Arc::new(SchedulerStats::default());
+        let looped = Loop {
+            decoder,
+            chunk: prefill_chunk.max(1),
+            stats: stats.clone(),
+            running: Vec::new(),
+            prefilling: None,
+            next_seq: 0,
+        };
+        tokio::spawn(looped.run(rx));
+        Scheduler { tx, stats }
+    }
+
+    /// Queues a sequence; `Err` gives it back when the queue is full (the caller answers 429).
+    #[allow(clippy::result_large_err, reason = "the admission is handed back whole so the caller can answer")]
+    pub fn admit(&self, admission: Admission) -> Result<(), Admission> {
+        self.tx.try_send(admission).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => a,
+        })
+    }
+}
+
+/// A sequence in the batch.
+struct Running {
+    seq: SeqId,
+    version: Arc<Version>,
+    state: Vec<u8>,
+    /// The token to feed in the next step.
+    token: u32,
+    prompt_tokens: u32,
+    generated: u32,
+    max_new: u32,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// The sequence whose prompt is running, chunk by chunk.
+struct Prefilling {
+    seq: SeqId,
+    version: Arc<Version>,
+    tokens: Vec<u32>,
+    done: usize,
+    state: Vec<u8>,
+    max_new: u32,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+struct Loop {
+    decoder: Arc<Decoder>,
+    chunk: usize,
+    stats: Arc<SchedulerStats>,
+    running: Vec<Running>,
+    prefilling: Option<Prefilling>,
+    next_seq: SeqId,
+}
+
+/// What became of a sequence after a step.
+enum Outcome {
+    Continue,
+    Finished,
+}
+
+impl Loop {
+    async fn run(mut self, mut rx: mpsc::Receiver<Admission>) {
+        let mut closed = false;
+        loop {
+            self.drop_cancelled();
+            if self.prefilling.is_none() && self.running.len() < self.decoder.limits.max_sequences && !closed {
+                let next = if self.running.is_empty() {
+                    rx.recv().await
+                } else {
+                    match rx.try_recv() {
+                        Ok(a) => Some(a),
+                        Err(mpsc::error::TryRecvError::Empty) => None,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            None
+                        }
+                    }
+                };
+                match next {
+                    Some(admission) => self.begin(admission),
+                    None if self.running.is_empty() => break,
+                    None => {}
+                }
+            }
+            if self.prefilling.is_some() {
+                self.prefill_chunk().await;
+            }
+            if !self.running.is_empty() {
+                self.decode_step().await;
+            }
+        }
+        tracing::debug!(model = %self.decoder.name, "generation scheduler stopped");
+    }
+
+    fn begin(&mut self, admission: Admission) {
+        if admission.events.is_closed() {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.prefilling = Some(Prefilling {
+            seq,
+            version: admission.version,
+            tokens: admission.prepared.prompt_token_ids,
+            done: 0,
+            state: admission.prepared.state,
+            max_new: admission.prepared.max_new_tokens,
+            events: admission.events,
+        });
+    }
+
+    fn drop_cancelled(&mut self) {
+        let decoder = &self.decoder;
+        let stats = &self.stats;
+        self.running.retain(|r| {
+            if r.events.is_closed() {
+                decoder.release(r.seq);
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            true
+        });
+        if self.prefilling.as_ref().is_some_and(|p| p.events.is_closed()) {
+            if let Some(p) = self.prefilling.take() {
+                decoder.release(p.seq);
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.stats.running.store(self.running.len(), Ordering::Relaxed);
+    }
+
+    async fn prefill_chunk(&mut self) {
+        let Some(p) = self.prefilling.as_mut() else { return };
+        let end = (p.done + self.chunk).min(p.tokens.len());
+        let last = end == p.tokens.len();
+        let chunk = p.tokens.get(p.done..end).map(<[u32]>::to_vec).unwrap_or_default();
+        let result = self.decoder.prefill(p.seq, chunk, p.done, last).await;
+        p.done = end;
+        let logits = match result {
+            Ok(logits) => logits,
+            Err(e) => {
+                if let Some(p) = self.prefilling.take() {
+                    self.decoder.release(p.seq);
+                    let _ = p.events.send(Event::Failed(e.into()));
+                }
+                return;
+            }
+        };
+        if !last {
+            return;
+        }
+        let Some(p) = self.prefilling.take() else { return };
+        let mut seq = Running {
+            seq: p.seq,
+            version: p.version,
+            state: p.state,
+            token: 0,
+            prompt_tokens: p.tokens.len() as u32,
+            generated: 0,
+            max_new: p.max_new,
+            events: p.events,
+        };
+        let outcome = step_group(std::slice::from_mut(&mut seq), &[logits]).await;
+        match outcome.into_iter().next() {
+            Some(Outcome::Continue) => self.running.push(seq),
+            _ => self.decoder.release(seq.seq),
+        }
+        self.stats.running.store(self.running.len(), Ordering::Relaxed);
+    }
+
+    async fn decode_step(&mut self) {
+        let items: Vec<(SeqId, u32)> = self.running.iter().map(|r| (r.seq, r.token)).collect();
+        let vocab = self.decoder.vocab_size;
+        let all = match self.decoder.decode(items).await {
+            Ok(all) => all,
+            Err(e) => {
+                // The decoder failed the whole step: every sequence in it fails with the same cause.
+                tracing::error!(model = %self.decoder.name, error = %e, "decode step failed");
+                let cause = Arc::new(e);
+                for r in self.running.drain(..) {
+                    self.decoder.release(r.seq);
+                    let _ = r.events.send(Event::Failed(SequenceError::Step(cause.clone())));
+                }
+                return;
+            }
+        };
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        let rows: Vec<Vec<f32>> = all.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
+        // One plugin call per version: sequences started before a swap finish on the version that prepared them.
+        let mut outcomes: Vec<Option<Outcome>> = (0..self.running.len()).map(|_| None).collect();
+        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.sort_by_key(|&i| Arc::as_ptr(&self.running[i].version) as usize);
+        let mut start = 0;
+        while start < order.len() {
+            let version = Arc::as_ptr(&self.running[order[start]].version);
+            let mut end = start;
+            while end < order.len() && Arc::as_ptr(&self.running[order[end]].version) == version {
+                end += 1;
+            }
+            let members: Vec<usize> = order[start..end].to_vec();
+            let mut group: Vec<Running> = Vec::with_capacity(members.len());
+            let mut logits = Vec::with_capacity(members.len());
+            for &i in &members {
+                group.push(placeholder_take(&mut self.running[i]));
+                logits.push(rows.get(i).cloned().unwrap_or_default());
+            }
+            let results = step_group(&mut group, &logits).await;
+            for ((i, seq), outcome) in members.into_iter().zip(group).zip(results) {
+                self.running[i] = seq;
+                outcomes[i] = Some(outcome);
+            }
+            start = end;
+        }
+        let mut kept = Vec::with_capacity(self.running.len());
+        for (r, outcome) in self.running.drain(..).zip(outcomes) {
+            match outcome {
+                Some(Outcome::Continue) => kept.push(r),
+                _ => self.decoder.release(r.seq),
+            }
+        }
+        self.running = kept;
+        self.stats.running.store(self.running.len(), Ordering::Relaxed);
+    }
+}
+
+/// Moves a sequence out of its slot for the length of a plugin call (the slot keeps an empty stand-in).
+fn placeholder_take(slot: &mut Running) -> Running {
+    let (events, _) = mpsc::unbounded_channel();
+    std::mem::replace(
+        slot,
+        Running {
+            seq: slot.seq,
+            version: slot.version.clone(),
+            state: Vec::new(),
+            token: 0,
+            prompt_tokens: 0,
+            generated: 0,
+            max_new: 0,
+            events,
+        },
+    )
+}
+
+/// Runs the plugin's step for sequences that share a version, and applies each result. When the call itself
+/// fails (a trap, a timeout, the memory cap), the states are still the host's, so each sequence is retried
+/// alone and only the one that makes the plugin fail fails.
+async fn step_group(group: &mut [Running], logits: &[Vec<f32>]) -> Vec<Outcome> {
+    let Some(version) = group.first().map(|r| r.version.clone()) else { return Vec::new() };
+    let inputs: Vec<StepInput> =
+        group.iter().zip(logits).map(|(r, l)| StepInput { logits: l.clone(), state: r.state.clone() }).collect();
+    match version.step(inputs).await {
+        Ok(results) => group.iter_mut().zip(results).map(|(r, result)| apply(r, result.map_err(Into::into))).collect(),
+        Err(e) if group.len() == 1 => match group.first_mut() {
+            Some(r) => vec![apply(r, Err(e.into()))],
+            None => Vec::new(),
+        },
+        Err(_) => {
+            let mut outcomes = Vec::with_capacity(group.len());
+            for (r, l) in group.iter_mut().zip(logits) {
+                let input = vec![StepInput { logits: l.clone(), state: r.state.clone() }];
+                let result = match version.step(input).await {
+                    Ok(mut one) => one.pop().map(|o| o.map_err(SequenceError::from)).unwrap_or_else(|| {
+                        Err(SequenceError::Plugin(CallError::StepCount {
+                            plugin: version.info.sha256.clone(),
+                            expected: 1,
+                            got: 0,
+                        }))
+                    }),
+                    Err(e) => Err(e.into()),
+                };
+                outcomes.push(apply(r, result));
+            }
+            outcomes
+        }
+    }
+}
+
+fn apply(r: &mut Running, result: Result<StepOutput, SequenceError>) -> Outcome {
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = r.events.send(Event::Failed(e));
+            return Outcome::Finished;
+        }
+    };
+    r.generated += 1;
+    r.state = out.state;
+    if !out.delta.is_empty() || out.logprobs.is_some() {
+        let _ = r.events.send(Event::Delta { text: out.delta, logprobs: out.logprobs });
+    }
+    let finish = match out.finish {
+        Some(FinishReason::Stop) => Some(Finish::Stop),
+        Some(FinishReason::Length) => Some(Finish::Length),
+        // The plugin promised to stop at `max_new_tokens`; the host holds it to that.
+        None if r.generated >= r.max_new => Some(Finish::Length),
+        None => None,
+    };
+    match finish {
+        Some(finish) => {
+            let _ = r.events.send(Event::Done { finish, prompt_tokens: r.prompt_tokens, completion_tokens: r.generated });
+            Outcome::Finished
+        }
+        None => {
+            r.token = out.token;
+            Outcome::Continue
+        }
+    }
+}
