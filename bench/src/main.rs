@@ -1,4 +1,5 @@
-//! Side-by-side benchmarks, run by `cargo xtask bench embed` and `cargo xtask bench registry` (see `registry.rs`). Every figure is printed as a ratio against a
+//! Side-by-side benchmarks, run by `cargo xtask bench embed`, `cargo xtask bench registry` (see `registry.rs`) and
+//! `cargo xtask bench generate` (see `generate.rs`). Every figure is printed as a ratio against a
 //! baseline measured in the same run, on the same machine, on the same sentences.
 //!
 //! (a) raw ONNX Runtime from Rust with native `tokenizers`: the limit;
@@ -20,13 +21,14 @@ use ort::value::Tensor;
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
+mod generate;
 mod registry;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
 const BATCHES: [usize; 2] = [1, 32];
 const SECONDS: f64 = 3.0;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
@@ -362,6 +364,7 @@ async fn main() -> Result<()> {
     match what.as_str() {
         "embed" => embed_bench().await,
         "registry" => registry::registry_bench().await,
-        other => bail!("unknown benchmark `{other}` (known: embed, registry)"),
+        "generate" => generate::generate_bench().await,
+        other => bail!("unknown benchmark `{other}` (known: embed, registry, generate)"),
     }
 }

@@ -9,6 +9,7 @@ mod common;
 mod cluster;
 mod embeddings;
 mod errors;
+mod generation;
 mod hot_swap;
 mod manager;
 mod openai_client;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::common::*;
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     let path = std::env::var_os("OMNIHOST_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".setup/venv/bin/python"));

@@ -41,12 +41,30 @@ pub async fn ready(State(state): State<AppState>) -> Response {
                             json!({"name": m.name, "execution_providers": names})
                         })
                         .collect();
+                    let decoder = version.decoder.as_ref().map(|d| {
+                        for n in d.decoder.providers.iter().map(|p| p.name()) {
+                            if !providers.contains(&n) {
+                                providers.push(n);
+                            }
+                        }
+                        json!({
+                            "name": d.decoder.name,
+                            "execution_providers": d.decoder.providers.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                            "max_sequences": d.decoder.limits.max_sequences,
+                            "max_context": d.decoder.limits.max_context,
+                        })
+                    });
+                    let generation = w.generation_stats().map(|(running, steps, cancelled)| {
+                        json!({"running": running, "decode_steps": steps, "cancelled": cancelled})
+                    });
                     json!({
                         "model": w.model,
                         "worker_type": w.worker_type.name(),
                         "plugin": w.plugin.name,
                         "plugin_version": &version.info.sha256[..12],
                         "onnx": onnx,
+                        "decoder": decoder,
+                        "generation": generation,
                     })
                 })
                 .collect();

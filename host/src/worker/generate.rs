@@ -71,6 +71,10 @@ pub struct SchedulerStats {
     pub steps: AtomicU64,
     /// Sequences dropped because their client went away.
     pub cancelled: AtomicU64,
+    /// Time spent in decode runs and in the plugin's step calls of decode steps, in nanoseconds: the plugin's
+    /// share of a step is what the design promises to keep small.
+    pub decode_nanos: AtomicU64,
+    pub plugin_nanos: AtomicU64,
 }
 
 /// The handle requests use to queue sequences.
@@ -258,7 +262,11 @@ impl Loop {
     async fn decode_step(&mut self) {
         let items: Vec<(SeqId, u32)> = self.running.iter().map(|r| (r.seq, r.token)).collect();
         let vocab = self.decoder.vocab_size;
-        let all = match self.decoder.decode(items).await {
+        let started = std::time::Instant::now();
+        let decoded = self.decoder.decode(items).await;
+        self.stats.decode_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let all = match decoded {
             Ok(all) => all,
             Err(e) => {
                 // The decoder failed the whole step: every sequence in it fails with the same cause.
@@ -298,6 +306,7 @@ impl Loop {
             }
             start = end;
         }
+        self.stats.plugin_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let mut kept = Vec::with_capacity(self.running.len());
         for (r, outcome) in self.running.drain(..).zip(outcomes) {
             match outcome {

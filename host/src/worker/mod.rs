@@ -161,6 +161,11 @@ impl Worker {
             .clone()
     }
 
+    /// The schedulers of the model's decoders (empty until the first generation request).
+    pub fn schedulers(&self) -> Vec<Arc<Scheduler>> {
+        self.schedulers.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     /// Counters of the model's generation schedulers, summed (running sequences, decode steps, cancellations).
     pub fn generation_stats(&self) -> Option<(usize, u64, u64)> {
         let schedulers = self.schedulers.lock().unwrap_or_else(|p| p.into_inner());
