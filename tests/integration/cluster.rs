@@ -344,3 +344,49 @@ async fn without_a_token_the_process_refuses_to_listen_beyond_loopback() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("admin token") && stderr.contains("loopback"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_routes_chat_to_the_worker_host_that_serves_the_llm() {
+    let dir = scratch("chat");
+    let client = common::client();
+    let (cport, wport, aport) = (free_port(), free_port(), free_port());
+    let cconf = controller_config(&dir, "sqlite");
+    let controller = Proc::spawn(&dir, "controller", cport, &["controller", "--config", cconf.to_str().unwrap()]).ready().await;
+    let curl = controller.url.clone();
+    let scripted = format!(
+        "[[plugins]]\nname = \"scripted\"\ncomponent = \"{}\"\nconfig = {{ deltas = '[\"Hello\", \" world.\"]' }}\n\n\
+         [[models]]\nname = \"scripted-en\"\nworker_type = \"llm\"\nplugin = \"scripted\"\n\n\
+         [cluster]\nheartbeat_interval_ms = 250\nlookup_cache_ms = 200\nstate_file = \"{}\"\n",
+        common::component("scripted_llm.wasm").display(),
+        dir.join("w-models.json").display()
+    );
+    let wconf = dir.join("worker.toml");
+    std::fs::write(&wconf, common::config_text("", &scripted)).unwrap();
+    let _worker =
+        Proc::spawn(&dir, "worker", wport, &["worker", "--config", wconf.to_str().unwrap(), "--controller", &curl]).ready().await;
+    let api = Proc::spawn(&dir, "api", aport, &["api", "--config", cconf.to_str().unwrap(), "--controller", &curl]).ready().await;
+    wait_for("the LLM registering", Duration::from_secs(5), async || healthy_ports(&curl, "scripted-en@llm").await == vec![u64::from(wport)]).await;
+
+    // `model list` shows the LLM worker.
+    let out = Command::new(bin()).args(["model", "list", "--controller", &curl]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.lines().any(|l| l.contains("scripted-en") && l.contains("llm")), "{table}");
+
+    // Not streamed, then streamed, through the API server.
+    let body = json!({"model": "scripted-en", "messages": [{"role": "user", "content": "hi"}]});
+    let whole: Value = client.post(format!("{}/v1/chat/completions", api.url)).json(&body).send().await.unwrap().json().await.unwrap();
+    assert_eq!(whole["choices"][0]["message"]["content"], "Hello world.", "{whole}");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let response = client.post(format!("{}/v1/chat/completions", api.url)).json(&streamed).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let events = crate::generation::sse_events(response, None).await;
+    let text: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Hello world.");
+    assert_eq!(events.last(), Some(&Value::Null), "[DONE] arrives through the API server");
+    // A bad parameter is the worker's 400, passed through.
+    let mut bad = body.clone();
+    bad["temperature"] = json!(5);
+    let response = client.post(format!("{}/v1/chat/completions", api.url)).json(&bad).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+}

@@ -331,8 +331,10 @@ impl Engine {
             seqlens[row] = len as i32;
             total = total.max(len as i32 + 1);
         }
+        let started = std::time::Instant::now();
         let all = Self::run(&mut self.session, batch, 1, ids, positions, seqlens, total)
             .map_err(|source| ComputeError::Run { model: self.name.clone(), source })?;
+        tracing::trace!(model = %self.name, rows, live = placed.len(), us = started.elapsed().as_micros() as u64, "decode step");
         let vocab = self.shape.vocab;
         let mut logits = Vec::with_capacity(placed.len() * vocab);
         for &(row, _, _) in &placed {
@@ -414,10 +416,10 @@ fn kv_set(session: &Session, name: &str, shape: &Shape, context: usize, rows: us
     let mut buffers = Vec::with_capacity(shape.layers * 2);
     for layer in 0..shape.layers {
         for kind in KINDS {
+            // Left uninitialised on purpose: attention reads only the positions a row has filled, and untouched
+            // pages cost no memory, so a cache sized for long contexts holds only what sequences use.
             let mut buffer =
                 OrtTensor::<f32>::new(&allocator, [rows, shape.kv_heads, context, shape.head_dim]).map_err(err)?;
-            // Never read beyond a row's length, but zeros keep a bug from turning into NaNs.
-            buffer.extract_tensor_mut().1.fill(0.0);
             binding.bind_input(past_name(layer, kind), &buffer).map_err(err)?;
             binding.bind_output(present_name(layer, kind), &mut buffer).map_err(err)?;
             buffers.push(buffer);

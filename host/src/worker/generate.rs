@@ -172,8 +172,18 @@ impl Loop {
                     None => {}
                 }
             }
-            if self.prefilling.is_some() {
-                self.prefill_chunk().await;
+            // Prompts run in chunks up to `chunk` tokens per step: short prompts that arrive together share one
+            // step's budget, and no step stalls running streams for more than one chunk's worth of prompt.
+            let mut budget = self.chunk;
+            while budget > 0 && self.prefilling.is_some() {
+                budget = budget.saturating_sub(self.prefill_chunk(budget).await);
+                if self.prefilling.is_none() && self.running.len() < self.decoder.limits.max_sequences && !closed {
+                    match rx.try_recv() {
+                        Ok(admission) => self.begin(admission),
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                        Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                    }
+                }
             }
             if !self.running.is_empty() {
                 self.decode_step().await;
@@ -220,9 +230,11 @@ impl Loop {
         self.stats.running.store(self.running.len(), Ordering::Relaxed);
     }
 
-    async fn prefill_chunk(&mut self) {
-        let Some(p) = self.prefilling.as_mut() else { return };
-        let end = (p.done + self.chunk).min(p.tokens.len());
+    /// Runs up to `budget` tokens of the prompt in progress; returns how many it ran.
+    async fn prefill_chunk(&mut self, budget: usize) -> usize {
+        let Some(p) = self.prefilling.as_mut() else { return 0 };
+        let end = (p.done + budget).min(p.tokens.len());
+        let ran = end - p.done;
         let last = end == p.tokens.len();
         let chunk = p.tokens.get(p.done..end).map(<[u32]>::to_vec).unwrap_or_default();
         let result = self.decoder.prefill(p.seq, chunk, p.done, last).await;
@@ -234,13 +246,13 @@ impl Loop {
                     self.decoder.release(p.seq);
                     let _ = p.events.send(Event::Failed(e.into()));
                 }
-                return;
+                return ran;
             }
         };
         if !last {
-            return;
+            return ran;
         }
-        let Some(p) = self.prefilling.take() else { return };
+        let Some(p) = self.prefilling.take() else { return ran };
         let mut seq = Running {
             seq: p.seq,
             version: p.version,
@@ -257,6 +269,7 @@ impl Loop {
             _ => self.decoder.release(seq.seq),
         }
         self.stats.running.store(self.running.len(), Ordering::Relaxed);
+        ran
     }
 
     async fn decode_step(&mut self) {

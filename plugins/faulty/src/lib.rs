@@ -9,8 +9,10 @@ use exports::omnihost::plugin::worker::{
     AdapterMetadata, Embedding, EmbedOptions, GenerateRequest, GenerateResult, Guest, PluginError, Sink,
 };
 
+// Built against the frozen 0.1.0 contract (wit/plugin.wit beside this crate), not the current one, so that
+// every test using this fixture also checks that older worlds are still served.
 wit_bindgen::generate!({
-    path: "../../wit/plugin",
+    path: "wit",
     world: "worker-adapter",
 });
 
