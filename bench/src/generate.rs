@@ -115,10 +115,8 @@ fn plain_ort(runtime: &Runtime, model: &std::path::Path, prompt: &[u32], threads
     let started = Instant::now();
     let mut token = step(prompt, 0)?;
     let ttft = started.elapsed();
-    let mut position = prompt.len();
-    for _ in 1..NEW_TOKENS {
+    for position in prompt.len()..prompt.len() + NEW_TOKENS as usize - 1 {
         token = step(&[token], position)?;
-        position += 1;
     }
     Ok(Run { ttft, tokens: NEW_TOKENS, decode: started.elapsed() - ttft })
 }

@@ -40,6 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 OPTS = {
     "linear": "minsum",  # minsum (exact, see above) | floatzp (exact, slow) | intzp (zero point rounded: lossy)
     "acc": "0",  # MatMulNBits accuracy_level, one for all or per kind: "qkv:0,o:4,gate_up:0,down:4,head:0"
+    "acc_layers": "all",  # layers whose matrices take `acc` ("all" | "8-21,25"); the others use accuracy_level 0
     "lm_head": "8x2",  # 8x2: Q8_0 as two exact 4-bit halves | 8: Q8_0 as 8 bits (int8 kernels only) | 4: requantized
     "embed": "q8",  # q8: GatherBlockQuantized over the lm_head's bytes | f32: plain Gather of dequantized rows
     "norm": "skip",  # skip: SkipSimplifiedLayerNormalization | simple: Add + SimplifiedLayerNormalization | plain ops
@@ -118,7 +119,19 @@ class Graph:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
-def acc_level(opts, kind):
+def in_layers(spec, layer):
+    if spec == "all" or layer is None:
+        return True
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        if int(lo) <= layer <= int(hi or lo):
+            return True
+    return False
+
+
+def acc_level(opts, kind, layer=None):
+    if not in_layers(opts["acc_layers"], layer):
+        return 0
     if ":" not in opts["acc"]:
         return int(opts["acc"])
     return int(dict(kv.split(":") for kv in opts["acc"].split(","))[kind])
@@ -127,7 +140,8 @@ def acc_level(opts, kind):
 def q4_1_linear(g, x, packed, d, m, k, opts, base):
     """x [T, k] -> x @ W.T [T, n] for a Q4_1 weight W held as (nibbles, d, m)."""
     n, nb = packed.shape[0], k // BLOCK
-    attrs = dict(domain="com.microsoft", base=base, K=k, N=n, bits=4, block_size=BLOCK, accuracy_level=acc_level(opts, base.rsplit(".", 1)[-1]))
+    layer = int(base.split(".")[1]) if base.startswith("blk.") else None
+    attrs = dict(domain="com.microsoft", base=base, K=k, N=n, bits=4, block_size=BLOCK, accuracy_level=acc_level(opts, base.rsplit(".", 1)[-1], layer))
     ins = [x, g.init(base + ".qweight", packed), g.init(base + ".scales", d.reshape(-1))]
     if opts["linear"] == "floatzp":
         return g.op("MatMulNBits", ins + [g.init(base + ".zp", (-m / d).reshape(-1).astype(np.float32))], **attrs)

@@ -214,7 +214,12 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
             bail!("omnihost exited with {status}");
         }
         if http_ready(&listen) {
-            eprintln!("\n\x1b[1momnihost is serving all-MiniLM-L6-v2 on http://{listen}\x1b[0m  (Ctrl-C stops it)");
+            eprintln!(
+                "\n\x1b[1momnihost is serving all-MiniLM-L6-v2 and SmolLM2-135M-Instruct on http://{listen}\x1b[0m  (Ctrl-C stops it)"
+            );
+            eprintln!(
+                "  curl http://{listen}/v1/chat/completions -H 'Content-Type: application/json' \\\n       -d '{{\"model\": \"SmolLM2-135M-Instruct\", \"messages\": [{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}'"
+            );
             eprintln!(
                 "  curl http://{listen}/v1/embeddings -H 'Content-Type: application/json' \\\n       -d '{{\"model\": \"all-MiniLM-L6-v2\", \"input\": [\"A man is eating food.\", \"A man is eating a piece of bread.\"]}}'\n"
             );

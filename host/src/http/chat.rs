@@ -537,12 +537,13 @@ fn sse(generation: Generation, params: Params, kind: Kind) -> Response {
             return None;
         }
         let mut out: Vec<u8> = Vec::new();
-        loop {
+        // One event per item of the body stream: a delta, a finish (with [DONE] after the last), or an error.
+        'event: {
             let Some((index, event)) = s.rx.recv().await else {
                 let error = json!({"error": {"message": "the model stopped before the answer was complete", "type": "server_error", "param": null, "code": "model_unavailable"}});
                 out.extend_from_slice(&sse_line(&error));
                 s.done = true;
-                break;
+                break 'event;
             };
             if kind == Kind::Chat && !s.started.get(index).copied().unwrap_or(true) {
                 if let Some(flag) = s.started.get_mut(index) {
@@ -571,7 +572,7 @@ fn sse(generation: Generation, params: Params, kind: Kind) -> Response {
                         Kind::Completion => json!({"index": index, "text": text, "logprobs": lp_value, "finish_reason": null}),
                     };
                     out.extend_from_slice(&sse_line(&chunk(choice, None)));
-                    break;
+                    break 'event;
                 }
                 Event::Done { finish, prompt_tokens, completion_tokens } => {
                     s.prompt_tokens = prompt_tokens;
@@ -591,14 +592,14 @@ fn sse(generation: Generation, params: Params, kind: Kind) -> Response {
                         out.extend_from_slice(b"data: [DONE]\n\n");
                         s.done = true;
                     }
-                    break;
+                    break 'event;
                 }
                 Event::Failed(e) => {
                     let error = ApiError::from(e);
                     let body = json!({"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}});
                     out.extend_from_slice(&sse_line(&body));
                     s.done = true;
-                    break;
+                    break 'event;
                 }
             }
         }

@@ -221,11 +221,11 @@ impl Loop {
             }
             true
         });
-        if self.prefilling.as_ref().is_some_and(|p| p.events.is_closed()) {
-            if let Some(p) = self.prefilling.take() {
-                decoder.release(p.seq);
-                stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.prefilling.as_ref().is_some_and(|p| p.events.is_closed())
+            && let Some(p) = self.prefilling.take()
+        {
+            decoder.release(p.seq);
+            stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.running.store(self.running.len(), Ordering::Relaxed);
     }
