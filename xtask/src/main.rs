@@ -244,12 +244,29 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     eprintln!("\x1b[1mRunning the test suite\x1b[0m");
     // The cluster and CLI tests drive the real binary, which `cargo test` alone does not build.
     run(cargo(root).args(["build", "--release", "-p", "omnihost"]))?;
-    run(cargo(root)
+    let host_tests = run(cargo(root)
         .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(extra)
         .env("OMNIHOST_TEST_PYTHON", venv_python(root))
         .env("OMNIHOST_TEST_POSTGRES", &postgres.url)
-        .env("OMNIHOST_BIN", target_dir(root).join("release/omnihost")))
+        .env("OMNIHOST_BIN", target_dir(root).join("release/omnihost")));
+    // The guests' pure logic (sampling, detokenising, stop strings, the scripted model) is tested natively: the
+    // plugins workspace builds for wasm32 by default, so name the host's own target.
+    eprintln!("\x1b[1mRunning the plugins' own tests (native)\x1b[0m");
+    let host = host_triple()?;
+    let plugin_tests = run(cargo(&root.join("plugins"))
+        .args(["test", "--release", "-p", "llm-chat", "-p", "scripted-llm", "--target", &host, "--target-dir"])
+        .arg(plugins_target(root)));
+    host_tests.and(plugin_tests)
+}
+
+/// The target triple rustc builds for by default on this machine.
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV printed no host triple")
 }
 
 fn bench(root: &Path, extra: &[String]) -> Result<()> {

@@ -537,31 +537,33 @@ async fn compile(engine: &Arc<PluginEngine>, bytes: Vec<u8>) -> Result<(Componen
     rx.await.map_err(|_| PluginError::CompileStopped)?
 }
 
+/// An [`AdapterInfo`] from either world's `adapter-metadata` record (same fields, distinct generated types).
+macro_rules! adapter_info {
+    ($m:expr) => {{
+        let m = $m;
+        AdapterInfo {
+            name: m.name,
+            version: m.version,
+            worker_types: m.worker_types,
+            embedding_dimensions: m.embedding_dimensions,
+            max_input_tokens: m.max_input_tokens,
+        }
+    }};
+}
+
 fn metadata<'a>(
     exports: &'a Exports,
     store: &'a mut wasmtime::Store<host::PluginState>,
 ) -> instance::CallFuture<'a, AdapterInfo> {
     match exports {
+        // The llm-adapter world exports the same `worker` interface, but its bindings are types of their own.
         Exports::Worker(w) => Box::pin(async move {
             let m = w.omnihost_plugin_worker().call_metadata(store).await?;
-            Ok(AdapterInfo {
-                name: m.name,
-                version: m.version,
-                worker_types: m.worker_types,
-                embedding_dimensions: m.embedding_dimensions,
-                max_input_tokens: m.max_input_tokens,
-            })
+            Ok(adapter_info!(m))
         }),
-        // The llm-adapter world exports the same `worker` interface; its bindings are a type of their own.
         Exports::Llm(l) => Box::pin(async move {
             let m = l.omnihost_plugin_worker().call_metadata(store).await?;
-            Ok(AdapterInfo {
-                name: m.name,
-                version: m.version,
-                worker_types: m.worker_types,
-                embedding_dimensions: m.embedding_dimensions,
-                max_input_tokens: m.max_input_tokens,
-            })
+            Ok(adapter_info!(m))
         }),
         Exports::Stage(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
     }

@@ -123,9 +123,11 @@ impl Resolver {
         Err(RouteError::NoHealthy { model: model.to_string(), worker_type: worker_type.name() })
     }
 
-    async fn post(&self, instance: &Instance, path: &str, body: &Value) -> Result<Attempt<reqwest::Response>, RouteError> {
+    /// Sends a request to an instance with the cluster's token. `None` means another instance should be tried:
+    /// this one is unreachable, stopped, still loading, or no longer serves the model.
+    async fn send(&self, instance: &Instance, path: &str, body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder) -> Option<reqwest::Response> {
         let url = format!("http://{}{path}", instance.id.address());
-        let request = self.client.post(&url).json(body);
+        let request = body(self.client.post(&url));
         let request = match &self.token {
             Some(t) => request.bearer_auth(t.expose()),
             None => request,
@@ -133,14 +135,18 @@ impl Resolver {
         match request.send().await {
             Err(e) => {
                 tracing::debug!(url, error = %e, "forwarding failed");
-                Ok(Attempt::Next)
+                None
             }
-            Ok(r) if r.status().is_success() => Ok(Attempt::Done(r)),
-            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE || r.status() == reqwest::StatusCode::NOT_FOUND => {
-                // Stopped, still loading, or no longer serving this model: another instance may.
-                Ok(Attempt::Next)
-            }
-            Ok(r) => {
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE || r.status() == reqwest::StatusCode::NOT_FOUND => None,
+            Ok(r) => Some(r),
+        }
+    }
+
+    async fn post(&self, instance: &Instance, path: &str, body: &Value) -> Result<Attempt<reqwest::Response>, RouteError> {
+        match self.send(instance, path, |r| r.json(body)).await {
+            None => Ok(Attempt::Next),
+            Some(r) if r.status().is_success() => Ok(Attempt::Done(r)),
+            Some(r) => {
                 let status = r.status().as_u16();
                 let body = r.json().await.unwrap_or_else(|_| json!({"error": {"message": "the worker's error answer was unreadable"}}));
                 Err(RouteError::Remote { address: instance.id.address(), status, body })
@@ -226,22 +232,10 @@ impl Resolver {
         self.route(model, worker_type, |instance| {
             let body = body.clone();
             async move {
-                let url = format!("http://{}{path}", instance.id.address());
-                let request = self.client.post(&url).header("content-type", "application/json").body(body);
-                let request = match &self.token {
-                    Some(t) => request.bearer_auth(t.expose()),
-                    None => request,
-                };
-                match request.send().await {
-                    Err(e) => {
-                        tracing::debug!(url, error = %e, "forwarding failed");
-                        Ok(Attempt::Next)
-                    }
-                    Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE || r.status() == reqwest::StatusCode::NOT_FOUND => {
-                        Ok(Attempt::Next)
-                    }
-                    // Client errors (a bad parameter) are the answer, not a reason to try another host.
-                    Ok(r) => Ok(Attempt::Done(r)),
+                // Client errors (a bad parameter) are the answer, not a reason to try another host.
+                match self.send(&instance, path, |r| r.header("content-type", "application/json").body(body)).await {
+                    Some(r) => Ok(Attempt::Done(r)),
+                    None => Ok(Attempt::Next),
                 }
             }
         })
