@@ -372,3 +372,28 @@ async fn dbgpt_worker_protocol_shapes() {
     assert_eq!(ext, ["prompt_chat_template", "prompt_roles", "prompt_sep"]);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_batch_and_its_queue_requests_get_429() {
+    // One row in the batch and one place in the queue.
+    let server = start_with(&config_text("", &llm_model(1, 1))).await;
+    let url = server.url();
+    let client = client();
+    let long = |n: u32| json!({"model": LLM, "messages": [{"role": "user", "content": format!("Write a long story number {n}.")}], "temperature": 0, "max_tokens": 400, "stream": true});
+    let first = client.post(format!("{url}/v1/chat/completions")).json(&long(1)).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let mut first_body = first.bytes_stream();
+    // The first delta arrives once the sequence holds the batch's only row.
+    tokio::time::timeout(Duration::from_secs(60), first_body.next()).await.unwrap().unwrap().unwrap();
+    let second = client.post(format!("{url}/v1/chat/completions")).json(&long(2)).send().await.unwrap();
+    assert_eq!(second.status(), 200, "the second waits in the queue");
+    let (status, error) = chat(&client, &url, None, long(3)).await;
+    assert_eq!(status, 429, "{error}");
+    assert_eq!(error["error"]["code"], "rate_limit_exceeded");
+    assert!(error["error"]["message"].as_str().unwrap().contains(LLM), "{error}");
+    drop(first_body);
+    // Once the first client is gone, the queued request runs to the end.
+    let events = sse_events(second, None).await;
+    assert_eq!(events.last(), Some(&Value::Null), "the queued request completes");
+    server.stop().await.unwrap();
+}
