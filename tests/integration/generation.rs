@@ -20,6 +20,11 @@ fn llm_dir() -> std::path::PathBuf {
 
 /// TOML serving SmolLM2 through the llm-chat adapter with a decoder of `max_sequences` rows.
 pub fn llm_model(max_sequences: usize, queue: usize) -> String {
+    llm_model_from("llm_chat.wasm", max_sequences, queue)
+}
+
+/// The same, with the adapter built as `component` (e.g. the fault-injection build).
+fn llm_model_from(component: &str, max_sequences: usize, queue: usize) -> String {
     format!(
         r#"
 [[plugins]]
@@ -36,7 +41,7 @@ name = "{LLM}"
 worker_type = "llm"
 plugin = "llm-chat"
 "#,
-        component = component("llm_chat.wasm").display(),
+        component = crate::common::component(component).display(),
         dir = llm_dir().display(),
     )
 }
@@ -395,5 +400,35 @@ async fn beyond_the_batch_and_its_queue_requests_get_429() {
     // Once the first client is gone, the queued request runs to the end.
     let events = sse_events(second, None).await;
     assert_eq!(events.last(), Some(&Value::Null), "the queued request completes");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_trap_mid_stream_fails_only_its_sequence() {
+    let server = start_with(&config_text("", &llm_model_from("llm_chat_faulty.wasm", 4, 16))).await;
+    let url = server.url();
+    let client = client();
+    let prompts = ["What is the capital of France?", "Name three colours."];
+    let mut alone = Vec::new();
+    for p in prompts {
+        alone.push(greedy_stream(&client, &url, p, 24).await);
+    }
+    // The trigger stop string makes the fault-injection build trap at the sequence's third step, while the
+    // other two sequences share its decode steps.
+    let faulty = async {
+        let body = json!({"model": LLM, "messages": [{"role": "user", "content": "Tell me about cats."}], "temperature": 0,
+                          "max_tokens": 24, "stream": true, "stop": ["omnihost-fault:trap"]});
+        let response = client.post(format!("{url}/v1/chat/completions")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        sse_events(response, None).await
+    };
+    let (events, together) = futures::future::join(faulty, futures::future::join_all(prompts.iter().map(|p| greedy_stream(&client, &url, p, 24)))).await;
+    let error = events.last().unwrap();
+    assert_eq!(error["error"]["code"], "plugin_trap", "the stream ends with an error event: {events:?}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("llm-chat"), "{error}");
+    assert!(!events.contains(&Value::Null), "no [DONE] after an error");
+    assert_eq!(together, alone, "the sequences beside the trapping one are untouched");
+    // The host and the plugin keep serving.
+    assert_eq!(greedy_stream(&client, &url, prompts[0], 24).await, alone[0]);
     server.stop().await.unwrap();
 }

@@ -25,6 +25,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("faulty", "", "faulty.wasm"),
     ("passthrough-stage", "", "passthrough_stage.wasm"),
     ("llm-chat", "", "llm_chat.wasm"),
+    ("llm-chat", "fault-injection", "llm_chat_faulty.wasm"),
     ("scripted-llm", "", "scripted_llm.wasm"),
 ];
 

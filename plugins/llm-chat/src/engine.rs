@@ -167,6 +167,10 @@ impl Model {
     /// One decode step of one sequence.
     pub fn step(&self, input: StepInput) -> Result<StepOutput, PluginError> {
         let mut st = SequenceState::decode(&input.state).map_err(|e| PluginError::Internal(e.to_string()))?;
+        #[cfg(feature = "fault-injection")]
+        if st.generated == 2 && st.stops.iter().any(|s| s == "omnihost-fault:trap") {
+            std::process::abort();
+        }
         let mut logits = input.logits;
         let vocab_size = self.config.vocab_size as usize;
         if logits.len() != vocab_size {
