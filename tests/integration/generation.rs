@@ -432,3 +432,69 @@ async fn a_plugin_trap_mid_stream_fails_only_its_sequence() {
     assert_eq!(greedy_stream(&client, &url, prompts[0], 24).await, alone[0]);
     server.stop().await.unwrap();
 }
+
+/// Greedy text of a streamed request and the plugin version that prepared it.
+async fn greedy_stream_versioned(client: &reqwest::Client, url: &str, prompt: &str, max_tokens: u32) -> (String, String) {
+    let body = json!({"model": LLM, "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": max_tokens, "stream": true});
+    let response = client.post(format!("{url}/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let version = response.headers()["x-omnihost-plugin-version"].to_str().unwrap().to_string();
+    let events = sse_events(response, None).await;
+    assert_eq!(events.last(), Some(&Value::Null), "{events:?}");
+    (delta_text(&events), version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_the_llm_adapter_mid_stream_drops_nothing() {
+    let server = start_with(&config_text("", &llm_model(8, 64))).await;
+    let url = server.url();
+    let client = client();
+    let prompts = ["What is the capital of France?", "Name three colours.", "What do bees make?", "What is 2 + 2?"];
+    let tokens = 96;
+    let mut alone = Vec::new();
+    for p in prompts {
+        alone.push(greedy_stream(&client, &url, p, tokens).await);
+    }
+    // Install the other build once and roll back, so the measured swap below is instant (a known build is not
+    // compiled again) and lands while the first streams are still decoding.
+    let swap_to = |path: &'static str| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let bytes = std::fs::read(component(path)).unwrap();
+            let response = client.put(format!("{url}/admin/plugins/llm-chat")).body(bytes).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        }
+    };
+    swap_to("llm_chat_faulty.wasm").await;
+    let rollback = client.post(format!("{url}/admin/plugins/llm-chat/rollback")).send().await.unwrap();
+    assert_eq!(rollback.status(), 200);
+
+    let timed = |p: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let out = greedy_stream_versioned(&client, &url, p, tokens).await;
+            (out, Instant::now())
+        }
+    };
+    let before = futures::future::join_all(prompts.iter().map(|&p| timed(p)));
+    let swap_then_more = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        swap_to("llm_chat_faulty.wasm").await;
+        let swapped_at = Instant::now();
+        let after = futures::future::join_all(prompts.iter().map(|&p| timed(p))).await;
+        (swapped_at, after)
+    };
+    let (before, (swapped_at, after)) = futures::future::join(before, swap_then_more).await;
+    assert!(before.iter().any(|(_, end)| *end > swapped_at), "the swap landed while streams of the old version were running");
+    let old = &before[0].0.1;
+    let new = &after[0].0.1;
+    assert_ne!(old, new, "requests after the swap are served by the new build");
+    for (i, (((b, _), (a, _)), expected)) in before.iter().zip(&after).zip(&alone).enumerate() {
+        assert_eq!(&b.0, expected, "stream {i} started before the swap");
+        assert_eq!(&b.1, old, "stream {i} started before the swap stays on the old version");
+        assert_eq!(&a.0, expected, "stream {i} started after the swap");
+        assert_eq!(&a.1, new);
+    }
+    server.stop().await.unwrap();
+}
