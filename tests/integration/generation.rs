@@ -498,3 +498,44 @@ async fn swapping_the_llm_adapter_mid_stream_drops_nothing() {
     }
     server.stop().await.unwrap();
 }
+
+/// The KV-cached path (prompt in chunks, then one token per step, batched with another sequence) gives the
+/// logits a full recompute of the whole sequence in one run gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_decoding_matches_a_full_recompute() {
+    use omnihost::compute::{ComputeSettings, Decoder, DecoderLimits, Provider, Runtime, library};
+    let lib = library::locate(None, &[root()]).unwrap();
+    let runtime = Runtime::load(&lib).unwrap();
+    let settings = ComputeSettings {
+        providers: vec![Provider::Cpu],
+        intra_threads: 0,
+        queue_capacity: 8,
+        tensor_limit: 1 << 30,
+        cache_dir: root().join("target/omnihost-test-cache"),
+    };
+    let limits = DecoderLimits { max_sequences: 4, max_context: 256, prefill_chunk: 16, queue_capacity: 4 };
+    let decoder = Decoder::load(&runtime, "smollm2", &llm_dir().join("model.onnx"), &settings, limits).unwrap();
+    // "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\nThe capital of France is"
+    let tokens: Vec<u32> = vec![1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198, 504, 3575, 282, 4649, 314];
+    let vocab = decoder.vocab_size;
+    let full = decoder.prefill(1, tokens.clone(), 0, true).await.unwrap();
+    // Sequence 2: the first 9 tokens in chunks of 4, then the rest one step at a time beside sequence 1.
+    let split = 9;
+    for (i, chunk) in tokens[..split].chunks(4).enumerate() {
+        let last = (i + 1) * 4 >= split;
+        decoder.prefill(2, chunk.to_vec(), i * 4, last).await.unwrap();
+    }
+    let mut cached = Vec::new();
+    for &token in &tokens[split..] {
+        let both = decoder.decode(vec![(1, 0), (2, token)]).await.unwrap();
+        assert_eq!(both.len(), 2 * vocab);
+        cached = both[vocab..].to_vec();
+    }
+    let diff = full.iter().zip(&cached).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("max abs logit difference, cached vs full recompute: {diff}");
+    assert!(diff < 1e-3, "cached decoding differs from the full recompute by {diff}");
+    let argmax = |row: &[f32]| row.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+    assert_eq!(argmax(&full), argmax(&cached));
+    decoder.release(1);
+    decoder.release(2);
+}
