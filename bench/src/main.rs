@@ -29,7 +29,9 @@ const BATCHES: [usize; 2] = [1, 32];
 const SECONDS: f64 = 3.0;
 
 pub(crate) fn root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo run` names the package it runs at run time; the compile-time path would be another checkout's when
+    // several checkouts share one CARGO_TARGET_DIR (cargo reuses the identical binary built for the other one).
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 

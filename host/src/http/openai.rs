@@ -16,6 +16,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use crate::plugin::{CallError, GuestError};
 use super::error::ApiError;
 
 pub use crate::worker::remote::VERSION_HEADER;
@@ -205,6 +206,15 @@ pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesReje
     let return_documents = matches!(body.get("return_documents"), Some(Value::Bool(true)));
     let services = state.services()?;
     let (scores, version) = services.resolver.rerank(&model, query, documents.clone()).await?;
+    // A remote worker of another build might still answer with the wrong count; never index past the documents.
+    if scores.len() != documents.len() {
+        return Err(CallError::Guest(GuestError::Internal(format!(
+            "the model returned {} scores for {} documents",
+            scores.len(),
+            documents.len()
+        )))
+        .into());
+    }
     let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     let results: Vec<Value> = ranked
@@ -213,7 +223,7 @@ pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesReje
         .map(|(index, score)| {
             let mut r = json!({"index": index, "relevance_score": score});
             if return_documents {
-                r["document"] = json!({"text": documents[index]});
+                r["document"] = json!({"text": documents.get(index)});
             }
             r
         })

@@ -144,7 +144,13 @@ impl Worker {
         if !supports {
             return Err(WorkerError::Unsupported { model: self.model.clone(), operation: "rerank" });
         }
+        let expected = documents.len();
         let scores = version.rerank(query, documents).await?;
+        // The guest's answer is not trusted to match the request: callers index documents by score position.
+        if scores.len() != expected {
+            let message = format!("the plugin returned {} scores for {expected} documents", scores.len());
+            return Err(WorkerError::Call(CallError::Guest(crate::plugin::GuestError::Internal(message))));
+        }
         Ok((scores, version.info.sha256[..12].to_string()))
     }
 }
