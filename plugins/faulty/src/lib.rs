@@ -3,8 +3,7 @@
 //!
 //! `embed` looks at the first text: `trap` traps, `loop` never returns, `alloc` allocates until it hits the
 //! host's memory cap, `reject` returns a typed `invalid-input` error. Any other text gets a one-element vector
-//! holding the text's length in bytes, so tests can tell a good answer from this fixture apart. `rerank` scores
-//! each document by its length, except for the query `too-many`, which gets one score too many.
+//! holding the text's length in bytes, so tests can tell a good answer from this fixture apart.
 
 use exports::omnihost::plugin::worker::{
     AdapterMetadata, Embedding, EmbedOptions, GenerateRequest, GenerateResult, Guest, PluginError, Sink,
@@ -24,7 +23,7 @@ impl Guest for Component {
         AdapterMetadata {
             name: "faulty".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            worker_types: vec!["text2vec".into(), "reranker".into()],
+            worker_types: vec!["text2vec".into()],
             embedding_dimensions: Some(1),
             max_input_tokens: None,
         }
@@ -52,12 +51,8 @@ impl Guest for Component {
         }
     }
 
-    /// `too-many` answers one score more than there are documents, which the host must refuse, not trust.
-    fn rerank(query: String, documents: Vec<String>) -> Result<Vec<f32>, PluginError> {
-        match query.as_str() {
-            "too-many" => Ok(vec![0.5; documents.len() + 1]),
-            _ => Ok(documents.iter().map(|d| d.len() as f32).collect()),
-        }
+    fn rerank(_query: String, _documents: Vec<String>) -> Result<Vec<f32>, PluginError> {
+        Err(PluginError::Unsupported("the fixture does not rerank".into()))
     }
 
     fn count_tokens(text: String) -> Result<u32, PluginError> {
