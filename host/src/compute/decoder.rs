@@ -416,8 +416,9 @@ fn kv_set(session: &Session, name: &str, shape: &Shape, context: usize, rows: us
     let mut buffers = Vec::with_capacity(shape.layers * 2);
     for layer in 0..shape.layers {
         for kind in KINDS {
-            // Left uninitialised on purpose: attention reads only the positions a row has filled, and untouched
-            // pages cost no memory, so a cache sized for long contexts holds only what sequences use.
+            // Attention reads only the positions a row has filled, so the buffer needs no initialising of its
+            // own. (ort's `Tensor::new` zero-fills it anyway, which makes the whole bucket resident at once: the
+            // reason buckets grow in powers of two instead of starting at `max_sequences`.)
             let mut buffer =
                 OrtTensor::<f32>::new(&allocator, [rows, shape.kv_heads, context, shape.head_dim]).map_err(err)?;
             binding.bind_input(past_name(layer, kind), &buffer).map_err(err)?;
