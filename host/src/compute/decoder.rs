@@ -60,7 +60,7 @@ pub struct Decoder {
 
 enum Command {
     Prefill { seq: SeqId, tokens: Vec<u32>, start: usize, last: bool, reply: oneshot::Sender<Result<Vec<f32>, ComputeError>> },
-    Decode { items: Vec<(SeqId, u32)>, reply: oneshot::Sender<Result<Vec<f32>, ComputeError>> },
+    Decode { items: Vec<(SeqId, u32)>, reply: oneshot::Sender<Result<Vec<Vec<f32>>, ComputeError>> },
     Release { seq: SeqId },
 }
 
@@ -103,7 +103,7 @@ impl Decoder {
         Ok(Decoder { name: name.to_string(), vocab_size: shape.vocab, limits, providers, tx })
     }
 
-    async fn ask(&self, make: impl FnOnce(oneshot::Sender<Result<Vec<f32>, ComputeError>>) -> Command) -> Result<Vec<f32>, ComputeError> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, ComputeError>>) -> Command) -> Result<T, ComputeError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| ComputeError::Stopped(self.name.clone()))?;
         rx.await.map_err(|_| ComputeError::Stopped(self.name.clone()))?
@@ -116,9 +116,9 @@ impl Decoder {
         self.ask(|reply| Command::Prefill { seq, tokens, start, last, reply }).await
     }
 
-    /// One decode step: each sequence's next token goes in at its next position. Returns the logits of every
-    /// item, `vocab_size` each, in order.
-    pub async fn decode(&self, items: Vec<(SeqId, u32)>) -> Result<Vec<f32>, ComputeError> {
+    /// One decode step: each sequence's next token goes in at its next position. Returns each item's logits
+    /// (`vocab_size` long), in order.
+    pub async fn decode(&self, items: Vec<(SeqId, u32)>) -> Result<Vec<Vec<f32>>, ComputeError> {
         self.ask(|reply| Command::Decode { items, reply }).await
     }
 
@@ -253,7 +253,7 @@ impl Engine {
         ComputeError::ContextFull { model: self.name.clone(), needed, capacity: self.limits.max_context }
     }
 
-    /// Runs one call on `set`: `ids` and `positions` are `[set.rows, seq]`.
+    /// Runs one call on `set`: `ids` and `positions` are `[set.rows, seq]`. The logits stay in `set.logits`.
     fn run(
         session: &mut Session,
         set: &mut KvSet,
@@ -262,7 +262,7 @@ impl Engine {
         positions: Vec<i64>,
         seqlens: Vec<i32>,
         total: i32,
-    ) -> Result<Vec<f32>, ort::Error> {
+    ) -> Result<(), ort::Error> {
         let rows = set.rows;
         set.binding.bind_input("input_ids", &OrtTensor::from_array(([rows, seq], ids))?)?;
         set.binding.bind_input("position_ids", &OrtTensor::from_array(([rows, seq], positions))?)?;
@@ -270,7 +270,7 @@ impl Engine {
         let no_dims: [usize; 0] = [];
         set.binding.bind_input("total_sequence_length", &OrtTensor::from_array((no_dims, vec![total]))?)?;
         drop(session.run_binding(&set.binding)?);
-        Ok(set.logits.extract_tensor().1.to_vec())
+        Ok(())
     }
 
     fn prefill(&mut self, seq: SeqId, tokens: &[u32], start: usize, last: bool) -> Result<Vec<f32>, ComputeError> {
@@ -288,8 +288,9 @@ impl Engine {
         }
         let ids = tokens.iter().map(|&t| i64::from(t)).collect();
         let positions = (start as i64..end as i64).collect();
-        let logits = Self::run(&mut self.session, &mut self.scratch, tokens.len(), ids, positions, vec![end as i32 - 1], end as i32)
+        Self::run(&mut self.session, &mut self.scratch, tokens.len(), ids, positions, vec![end as i32 - 1], end as i32)
             .map_err(|e| self.run_err(e))?;
+        let logits = self.scratch.logits.extract_tensor().1.to_vec();
         if last {
             self.prefill_seq = None;
             let row = self.rows.iter().position(Option::is_none).ok_or(ComputeError::BatchFull {
@@ -306,7 +307,7 @@ impl Engine {
         Ok(logits)
     }
 
-    fn decode(&mut self, items: &[(SeqId, u32)]) -> Result<Vec<f32>, ComputeError> {
+    fn decode(&mut self, items: &[(SeqId, u32)]) -> Result<Vec<Vec<f32>>, ComputeError> {
         let mut placed = Vec::with_capacity(items.len());
         for &(seq, token) in items {
             let &(row, len) =
@@ -332,14 +333,13 @@ impl Engine {
             total = total.max(len as i32 + 1);
         }
         let started = std::time::Instant::now();
-        let all = Self::run(&mut self.session, batch, 1, ids, positions, seqlens, total)
+        Self::run(&mut self.session, batch, 1, ids, positions, seqlens, total)
             .map_err(|source| ComputeError::Run { model: self.name.clone(), source })?;
         tracing::trace!(model = %self.name, rows, live = placed.len(), us = started.elapsed().as_micros() as u64, "decode step");
+        // One copy per live row, straight out of the bound output: the rows go to the plugin as they are.
+        let all = batch.logits.extract_tensor().1;
         let vocab = self.shape.vocab;
-        let mut logits = Vec::with_capacity(placed.len() * vocab);
-        for &(row, _, _) in &placed {
-            logits.extend_from_slice(&all[row * vocab..(row + 1) * vocab]);
-        }
+        let logits = placed.iter().map(|&(row, _, _)| all[row * vocab..(row + 1) * vocab].to_vec()).collect();
         for &(seq, _) in items {
             if let Some(entry) = self.seqs.get_mut(&seq) {
                 entry.1 += 1;

@@ -429,7 +429,8 @@ fn usage(prompt: u32, completion: u32) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-async fn collect(generation: Generation, params: &Params, kind: Kind) -> Result<Value, ApiError> {
+/// Waits for every choice to finish; the first failure fails the request.
+async fn gather(generation: Generation) -> Result<Vec<Choice>, ApiError> {
     let n = generation.streams.len();
     let (mut rx, _held) = merge(generation);
     let mut choices: Vec<Choice> = (0..n).map(|_| Choice::default()).collect();
@@ -453,6 +454,11 @@ async fn collect(generation: Generation, params: &Params, kind: Kind) -> Result<
             Event::Failed(e) => return Err(e.into()),
         }
     }
+    Ok(choices)
+}
+
+async fn collect(generation: Generation, params: &Params, kind: Kind) -> Result<Value, ApiError> {
+    let choices = gather(generation).await?;
     let prompt_tokens = choices.first().map_or(0, |c| c.prompt_tokens);
     let completion_tokens = choices.iter().map(|c| c.completion_tokens).sum();
     let (id, object) = match kind {
@@ -745,19 +751,13 @@ pub async fn generate(State(state): State<AppState>, body: Result<Bytes, BytesRe
     let body = json_object(body, state.settings().body_limit)?;
     let (model, request) = dbgpt_request(&body)?;
     let worker = dbgpt_worker(&state, &model).await?;
-    let params = Params { model, request: request.clone(), n: 1, stream: false, include_usage: false, logprobs: false };
     let result = match worker.generate(request, 1).await {
-        Ok(generation) => collect(generation, &params, Kind::Chat).await,
+        Ok(generation) => gather(generation).await,
         Err(e) => Err(generation_error(e, Kind::Chat)),
     };
-    let output = match result {
-        Ok(done) => {
-            let text = done["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
-            let finish = done["choices"][0]["finish_reason"].as_str().map(str::to_string);
-            let prompt = done["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as u32;
-            let completion = done["usage"]["completion_tokens"].as_u64().unwrap_or(0) as u32;
-            model_output(&text, 0, finish.as_deref(), Some((prompt, completion)))
-        }
+    let output = match result.map(|choices| choices.into_iter().next()) {
+        Ok(Some(c)) => model_output(&c.text, 0, c.finish.map(Finish::as_str), Some((c.prompt_tokens, c.completion_tokens))),
+        Ok(None) => dbgpt_error(&ApiError::unavailable("model_unavailable", "the model gave no answer")),
         Err(e) => dbgpt_error(&e),
     };
     Ok(Json(output).into_response())

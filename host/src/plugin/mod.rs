@@ -277,9 +277,11 @@ impl Version {
 
     /// One decode step for a batch of sequences: one result per input, in order. A guest error fails only its
     /// sequence; a trap, timeout or memory cap fails the whole call (the caller retries sequences one by one).
+    ///
+    /// The inputs are shared, not moved, so a caller that has to retry can do so without a copy of every row.
     pub async fn step(
         &self,
-        inputs: Vec<decoding::StepInput>,
+        inputs: Arc<[decoding::StepInput]>,
     ) -> Result<Vec<Result<decoding::StepOutput, GuestError>>, CallError> {
         if self.decoder.is_none() {
             return Err(self.not_a_decoder());

@@ -263,7 +263,7 @@ impl Loop {
             max_new: p.max_new,
             events: p.events,
         };
-        let outcome = step_group(std::slice::from_mut(&mut seq), &[logits]).await;
+        let outcome = step_group(std::slice::from_mut(&mut seq), vec![logits]).await;
         match outcome.into_iter().next() {
             Some(Outcome::Continue) => self.running.push(seq),
             _ => self.decoder.release(seq.seq),
@@ -274,13 +274,12 @@ impl Loop {
 
     async fn decode_step(&mut self) {
         let items: Vec<(SeqId, u32)> = self.running.iter().map(|r| (r.seq, r.token)).collect();
-        let vocab = self.decoder.vocab_size;
         let started = std::time::Instant::now();
         let decoded = self.decoder.decode(items).await;
         self.stats.decode_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let all = match decoded {
-            Ok(all) => all,
+        let rows = match decoded {
+            Ok(rows) => rows,
             Err(e) => {
                 // The decoder failed the whole step: every sequence in it fails with the same cause.
                 tracing::error!(model = %self.decoder.name, error = %e, "decode step failed");
@@ -293,71 +292,39 @@ impl Loop {
             }
         };
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
-        let rows: Vec<Vec<f32>> = all.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
         // One plugin call per version: sequences started before a swap finish on the version that prepared them.
-        let mut outcomes: Vec<Option<Outcome>> = (0..self.running.len()).map(|_| None).collect();
-        let mut order: Vec<usize> = (0..self.running.len()).collect();
-        order.sort_by_key(|&i| Arc::as_ptr(&self.running[i].version) as usize);
-        let mut start = 0;
-        while start < order.len() {
-            let version = Arc::as_ptr(&self.running[order[start]].version);
-            let mut end = start;
-            while end < order.len() && Arc::as_ptr(&self.running[order[end]].version) == version {
-                end += 1;
+        let mut groups: Vec<(Vec<Running>, Vec<Vec<f32>>)> = Vec::new();
+        for (r, row) in self.running.drain(..).zip(rows) {
+            match groups.iter_mut().find(|(g, _)| g.first().is_some_and(|f| Arc::ptr_eq(&f.version, &r.version))) {
+                Some((group, logits)) => {
+                    group.push(r);
+                    logits.push(row);
+                }
+                None => groups.push((vec![r], vec![row])),
             }
-            let members: Vec<usize> = order[start..end].to_vec();
-            let mut group: Vec<Running> = Vec::with_capacity(members.len());
-            let mut logits = Vec::with_capacity(members.len());
-            for &i in &members {
-                group.push(placeholder_take(&mut self.running[i]));
-                logits.push(rows.get(i).cloned().unwrap_or_default());
+        }
+        for (mut group, logits) in groups {
+            let outcomes = step_group(&mut group, logits).await;
+            for (r, outcome) in group.into_iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Continue => self.running.push(r),
+                    Outcome::Finished => self.decoder.release(r.seq),
+                }
             }
-            let results = step_group(&mut group, &logits).await;
-            for ((i, seq), outcome) in members.into_iter().zip(group).zip(results) {
-                self.running[i] = seq;
-                outcomes[i] = Some(outcome);
-            }
-            start = end;
         }
         self.stats.plugin_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let mut kept = Vec::with_capacity(self.running.len());
-        for (r, outcome) in self.running.drain(..).zip(outcomes) {
-            match outcome {
-                Some(Outcome::Continue) => kept.push(r),
-                _ => self.decoder.release(r.seq),
-            }
-        }
-        self.running = kept;
         self.stats.running.store(self.running.len(), Ordering::Relaxed);
     }
-}
-
-/// Moves a sequence out of its slot for the length of a plugin call (the slot keeps an empty stand-in).
-fn placeholder_take(slot: &mut Running) -> Running {
-    let (events, _) = mpsc::unbounded_channel();
-    std::mem::replace(
-        slot,
-        Running {
-            seq: slot.seq,
-            version: slot.version.clone(),
-            state: Vec::new(),
-            token: 0,
-            prompt_tokens: 0,
-            generated: 0,
-            max_new: 0,
-            events,
-        },
-    )
 }
 
 /// Runs the plugin's step for sequences that share a version, and applies each result. When the call itself
 /// fails (a trap, a timeout, the memory cap), the states are still the host's, so each sequence is retried
 /// alone and only the one that makes the plugin fail fails.
-async fn step_group(group: &mut [Running], logits: &[Vec<f32>]) -> Vec<Outcome> {
+async fn step_group(group: &mut [Running], logits: Vec<Vec<f32>>) -> Vec<Outcome> {
     let Some(version) = group.first().map(|r| r.version.clone()) else { return Vec::new() };
-    let inputs: Vec<StepInput> =
-        group.iter().zip(logits).map(|(r, l)| StepInput { logits: l.clone(), state: r.state.clone() }).collect();
-    match version.step(inputs).await {
+    let inputs: Arc<[StepInput]> =
+        group.iter().zip(logits).map(|(r, logits)| StepInput { logits, state: r.state.clone() }).collect();
+    match version.step(inputs.clone()).await {
         Ok(results) => group.iter_mut().zip(results).map(|(r, result)| apply(r, result.map_err(Into::into))).collect(),
         Err(e) if group.len() == 1 => match group.first_mut() {
             Some(r) => vec![apply(r, Err(e.into()))],
@@ -365,9 +332,8 @@ async fn step_group(group: &mut [Running], logits: &[Vec<f32>]) -> Vec<Outcome> 
         },
         Err(_) => {
             let mut outcomes = Vec::with_capacity(group.len());
-            for (r, l) in group.iter_mut().zip(logits) {
-                let input = vec![StepInput { logits: l.clone(), state: r.state.clone() }];
-                let result = match version.step(input).await {
+            for (r, input) in group.iter_mut().zip(inputs.iter()) {
+                let result = match version.step(Arc::from([input.clone()])).await {
                     Ok(mut one) => one.pop().map(|o| o.map_err(SequenceError::from)).unwrap_or_else(|| {
                         Err(SequenceError::Plugin(CallError::StepCount {
                             plugin: version.info.sha256.clone(),
