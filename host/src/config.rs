@@ -212,6 +212,8 @@ pub enum World {
     StageProcessor,
     /// A language model whose decode loop the host drives (`decoding` export, since WIT 0.1.1).
     LlmAdapter,
+    /// A pipeline stage's processor (`processor` export, since WIT 0.1.2).
+    PipelineProcessor,
 }
 
 impl World {
@@ -220,12 +222,18 @@ impl World {
             Self::WorkerAdapter => "worker-adapter",
             Self::StageProcessor => "stage-processor",
             Self::LlmAdapter => "llm-adapter",
+            Self::PipelineProcessor => "pipeline-processor",
         }
     }
 
     /// Worlds whose components export the `worker` interface, so they can serve a model.
     pub fn serves_models(self) -> bool {
         matches!(self, Self::WorkerAdapter | Self::LlmAdapter)
+    }
+
+    /// Whether a pipeline stage can use it as its `input_processor`.
+    pub fn processes_stages(self) -> bool {
+        matches!(self, Self::StageProcessor | Self::PipelineProcessor)
     }
 }
 

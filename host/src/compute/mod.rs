@@ -128,6 +128,7 @@ impl Runtime {
             builder = builder.with_intra_threads(settings.intra_threads).map_err(|e| session_err(e.into()))?;
         }
         let mut session = builder.commit_from_file(path).map_err(session_err)?;
+        let metadata = custom_metadata(&session);
         let inputs = describe(session.inputs().iter().map(|o| (o.name(), o.dtype())));
         let outputs = describe(session.outputs().iter().map(|o| (o.name(), o.dtype())));
         if let Err(e) = warm_up(&mut session, &inputs) {
@@ -145,6 +146,7 @@ impl Runtime {
             path: path.to_path_buf(),
             inputs,
             outputs,
+            metadata,
             providers,
             tensor_limit: settings.tensor_limit,
             tx,
@@ -178,6 +180,15 @@ fn describe<'a>(items: impl Iterator<Item = (&'a str, &'a ValueType)>) -> Vec<Io
             _ => IoInfo { name: name.to_string(), ty: None, dims: Vec::new() },
         })
         .collect()
+}
+
+/// The custom metadata map of a model file. A file without one (or one ONNX Runtime cannot read) has none.
+fn custom_metadata(session: &Session) -> Vec<(String, String)> {
+    let Ok(meta) = session.metadata() else { return Vec::new() };
+    let keys = meta.custom_keys().unwrap_or_default();
+    let mut pairs: Vec<(String, String)> = keys.into_iter().filter_map(|k| meta.custom(&k).map(|v| (k, v))).collect();
+    pairs.sort();
+    pairs
 }
 
 /// Runs the model once on zero-filled inputs with dynamic dimensions set to 1, so kernels and arenas are set
@@ -231,6 +242,8 @@ pub struct Model {
     pub path: PathBuf,
     pub inputs: Vec<IoInfo>,
     pub outputs: Vec<IoInfo>,
+    /// The model file's custom metadata (key, value), read once at load.
+    pub metadata: Vec<(String, String)>,
     /// The execution providers ONNX Runtime accepted for this model, in priority order.
     pub providers: Vec<Provider>,
     pub tensor_limit: usize,

@@ -190,7 +190,10 @@ impl From<CallError> for ApiError {
             CallError::OutOfFuel { .. } => (S::INTERNAL_SERVER_ERROR, "server_error", Some("plugin_out_of_fuel")),
             CallError::Instantiate { .. } => (S::SERVICE_UNAVAILABLE, "server_error", Some("plugin_unavailable")),
             CallError::Closed(_) => (S::SERVICE_UNAVAILABLE, "server_error", Some("plugin_unavailable")),
-            CallError::NotAWorker { .. } | CallError::NotADecoder { .. } | CallError::StepCount { .. } => {
+            CallError::NotAWorker { .. }
+            | CallError::NotADecoder { .. }
+            | CallError::NotAProcessor { .. }
+            | CallError::StepCount { .. } => {
                 (S::INTERNAL_SERVER_ERROR, "server_error", Some("plugin_error"))
             }
         };

@@ -36,6 +36,21 @@ pub mod stage {
     });
 }
 
+pub mod pipeline {
+    wasmtime::component::bindgen!({
+        path: "../wit/plugin",
+        world: "pipeline-processor",
+        exports: { default: async },
+        with: {
+            "omnihost:plugin/types": crate::plugin::bindings::worker::omnihost::plugin::types,
+            "omnihost:plugin/tensors": crate::plugin::bindings::worker::omnihost::plugin::tensors,
+            "omnihost:plugin/compute": crate::plugin::bindings::worker::omnihost::plugin::compute,
+            "omnihost:plugin/log": crate::plugin::bindings::worker::omnihost::plugin::log,
+            "omnihost:plugin/config": crate::plugin::bindings::worker::omnihost::plugin::config,
+        },
+    });
+}
+
 pub mod llm {
     wasmtime::component::bindgen!({
         path: "../wit/plugin",
@@ -58,3 +73,5 @@ pub use llm::{LlmAdapter, LlmAdapterPre};
 pub use worker::exports::omnihost::plugin::worker as worker_exports;
 pub use worker::{WorkerAdapter, WorkerAdapterPre};
 pub use stage::{StageProcessor, StageProcessorPre};
+pub use pipeline::exports::omnihost::plugin::processor;
+pub use pipeline::{PipelineProcessor, PipelineProcessorPre};

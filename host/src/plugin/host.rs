@@ -66,6 +66,16 @@ impl PluginState {
         self.table.delete(sink)?;
         Ok(())
     }
+
+    /// Hands a host tensor to the guest as an owned handle (a cheap clone: the bytes are shared).
+    pub fn push_tensor(&mut self, tensor: Tensor) -> wasmtime::Result<Resource<Tensor>> {
+        Ok(self.table.push(tensor)?)
+    }
+
+    /// Takes back a tensor the guest returned; the guest no longer holds it.
+    pub fn take_tensor(&mut self, handle: Resource<Tensor>) -> wasmtime::Result<Tensor> {
+        Ok(self.table.delete(handle)?)
+    }
 }
 
 impl WasiView for PluginState {
@@ -224,6 +234,10 @@ impl compute::HostSession for PluginState {
 
     fn outputs(&mut self, this: Resource<SessionHandle>) -> wasmtime::Result<Vec<compute::TensorInfo>> {
         Ok(describe(&self.table.get(&this)?.model.outputs))
+    }
+
+    fn metadata(&mut self, this: Resource<SessionHandle>) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.table.get(&this)?.model.metadata.clone())
     }
 
     async fn run(

@@ -12,7 +12,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 
-use super::bindings::{LlmAdapter, LlmAdapterPre, StageProcessor, StageProcessorPre, WorkerAdapter, WorkerAdapterPre};
+use super::bindings::{
+    LlmAdapter, LlmAdapterPre, PipelineProcessor, PipelineProcessorPre, StageProcessor, StageProcessorPre, WorkerAdapter,
+    WorkerAdapterPre,
+};
 use super::engine::{PluginEngine, TICK};
 use super::host::{PluginContext, PluginState};
 use super::CallError;
@@ -24,6 +27,7 @@ pub enum Pre {
     Worker(WorkerAdapterPre<PluginState>),
     Stage(StageProcessorPre<PluginState>),
     Llm(LlmAdapterPre<PluginState>),
+    Pipeline(PipelineProcessorPre<PluginState>),
 }
 
 /// The exports of one live instance.
@@ -31,6 +35,7 @@ pub enum Exports {
     Worker(WorkerAdapter),
     Stage(StageProcessor),
     Llm(LlmAdapter),
+    Pipeline(PipelineProcessor),
 }
 
 pub struct Instance {
@@ -87,6 +92,7 @@ impl Instances {
             Pre::Worker(pre) => Exports::Worker(pre.instantiate_async(&mut store).await.map_err(err)?),
             Pre::Stage(pre) => Exports::Stage(pre.instantiate_async(&mut store).await.map_err(err)?),
             Pre::Llm(pre) => Exports::Llm(pre.instantiate_async(&mut store).await.map_err(err)?),
+            Pre::Pipeline(pre) => Exports::Pipeline(pre.instantiate_async(&mut store).await.map_err(err)?),
         };
         Ok(Instance { store, exports, calls: 0 })
     }

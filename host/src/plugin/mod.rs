@@ -46,7 +46,7 @@ pub enum PluginError {
     Compile(#[source] BoxError),
     #[error("plugin `{plugin}` needs imports this host does not provide")]
     Link { plugin: String, #[source] source: BoxError },
-    #[error("plugin `{plugin}`: the component does not implement the world `omnihost:plugin/{expected}@0.1.0`")]
+    #[error("plugin `{plugin}`: the component does not implement the world `omnihost:plugin/{expected}` (0.1.x)")]
     WrongWorld { plugin: String, expected: &'static str },
     #[error("plugin `{plugin}` failed its smoke call")]
     Smoke { plugin: String, #[source] source: CallError },
@@ -113,6 +113,8 @@ pub enum CallError {
     NotAWorker { plugin: String },
     #[error("plugin `{plugin}` does not drive a decoder (it is not an llm-adapter)")]
     NotADecoder { plugin: String },
+    #[error("plugin `{plugin}` is not a stage processor")]
+    NotAProcessor { plugin: String },
     #[error("plugin `{plugin}` returned {got} step results for {expected} sequences")]
     StepCount { plugin: String, expected: usize, got: usize },
     #[error(transparent)]
@@ -209,7 +211,7 @@ impl Version {
             .instances
             .call(move |exports, store| match exports {
                 Exports::Worker(w) => f(w, store),
-                Exports::Stage(_) | Exports::Llm(_) => {
+                Exports::Stage(_) | Exports::Llm(_) | Exports::Pipeline(_) => {
                     Box::pin(async { Err(wasmtime::format_err!("not a worker-adapter instance")) })
                 }
             })
@@ -300,6 +302,31 @@ impl Version {
         Ok(outputs.into_iter().map(|r| r.map_err(GuestError::from)).collect())
     }
 
+    /// Runs a stage processor (`pipeline-processor`, or a 0.1.0 `stage-processor`) on one request's sources.
+    pub async fn process(
+        &self,
+        request: StageRequest,
+        sources: Vec<StageSource>,
+    ) -> Result<Vec<StageItem>, CallError> {
+        let plugin = self.plugin().to_string();
+        let result = self
+            .instances
+            .call(move |exports, store| match exports {
+                Exports::Pipeline(p) => Box::pin(async move { call_processor(p, store, request, sources).await }),
+                Exports::Stage(p) => Box::pin(async move { call_stage_010(p, store, request, sources).await }),
+                _ => Box::pin(async { Err(wasmtime::format_err!("not a stage processor instance")) }),
+            })
+            .await;
+        match result {
+            Ok(Ok(items)) => Ok(items),
+            Ok(Err(e)) => Err(CallError::Guest(e.into())),
+            Err(CallError::Trap { source, .. }) if source.to_string().contains(NOT_A_PROCESSOR) => {
+                Err(CallError::NotAProcessor { plugin })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Plugin-driven generation (worker adapters that export `generate`): the guest pushes deltas into `deltas`
     /// until it is done or the receiver is dropped.
     pub async fn generate(
@@ -318,6 +345,150 @@ impl Version {
         })
         .await
     }
+}
+
+/// One unit of data between pipeline stages, on the host side of the `processor` interface.
+#[derive(Clone, Debug, Default)]
+pub struct StageItem {
+    pub text: Option<String>,
+    pub token_ids: Vec<u32>,
+    pub tensors: Vec<(String, crate::compute::Tensor)>,
+    pub json: Option<String>,
+    pub finish_reason: Option<String>,
+}
+
+/// What one source stage produced for a request.
+#[derive(Clone, Debug)]
+pub struct StageSource {
+    pub stage_id: u32,
+    pub outputs: Vec<StageItem>,
+}
+
+/// A pipeline request as one stage's processor sees it.
+#[derive(Clone, Debug)]
+pub struct StageRequest {
+    pub request_id: String,
+    pub stage_id: u32,
+    pub prompt: Option<String>,
+    pub inputs: Vec<(String, crate::compute::Tensor)>,
+    pub params: String,
+    pub chunk: u32,
+}
+
+const NOT_A_PROCESSOR: &str = "not a stage processor instance";
+
+type Store = wasmtime::Store<host::PluginState>;
+
+fn to_guest(store: &mut Store, item: StageItem) -> wasmtime::Result<bindings::processor::Item> {
+    let mut tensors = Vec::with_capacity(item.tensors.len());
+    for (name, t) in item.tensors {
+        tensors.push((name, store.data_mut().push_tensor(t)?));
+    }
+    Ok(bindings::processor::Item {
+        text: item.text,
+        token_ids: item.token_ids,
+        tensors,
+        json: item.json,
+        finish_reason: item.finish_reason,
+    })
+}
+
+fn tensors_from_guest(
+    store: &mut Store,
+    tensors: Vec<(String, wasmtime::component::Resource<crate::compute::Tensor>)>,
+) -> wasmtime::Result<Vec<(String, crate::compute::Tensor)>> {
+    tensors.into_iter().map(|(name, handle)| Ok((name, store.data_mut().take_tensor(handle)?))).collect()
+}
+
+async fn call_processor(
+    p: &bindings::PipelineProcessor,
+    store: &mut Store,
+    request: StageRequest,
+    sources: Vec<StageSource>,
+) -> wasmtime::Result<Result<Vec<StageItem>, bindings::types::PluginError>> {
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for (name, t) in request.inputs {
+        inputs.push((name, store.data_mut().push_tensor(t)?));
+    }
+    let wit_request = bindings::processor::Request {
+        request_id: request.request_id,
+        stage_id: request.stage_id,
+        prompt: request.prompt,
+        inputs,
+        params: request.params,
+        chunk: request.chunk,
+    };
+    let mut wit_sources = Vec::with_capacity(sources.len());
+    for s in sources {
+        let outputs = s.outputs.into_iter().map(|i| to_guest(store, i)).collect::<wasmtime::Result<Vec<_>>>()?;
+        wit_sources.push(bindings::processor::Source { stage_id: s.stage_id, outputs });
+    }
+    let result = p.omnihost_plugin_processor().call_process(&mut *store, &wit_request, &wit_sources).await?;
+    // Handles the guest was given and did not return stay in the store's table until the instance is recycled;
+    // they only hold shared bytes, so nothing is copied for them.
+    let items = match result {
+        Ok(items) => items,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(StageItem {
+            text: item.text,
+            token_ids: item.token_ids,
+            tensors: tensors_from_guest(store, item.tensors)?,
+            json: item.json,
+            finish_reason: item.finish_reason,
+        });
+    }
+    Ok(Ok(out))
+}
+
+/// A 0.1.0 `stage-processor` served in a pipeline: each source item is one `stage-output`, each `engine-input`
+/// one item; the stage's parameters travel as the extra `params`.
+async fn call_stage_010(
+    p: &bindings::StageProcessor,
+    store: &mut Store,
+    request: StageRequest,
+    sources: Vec<StageSource>,
+) -> wasmtime::Result<Result<Vec<StageItem>, bindings::types::PluginError>> {
+    use bindings::stage::exports::omnihost::plugin::stage as old;
+    let mut outputs = Vec::new();
+    for s in sources {
+        for item in s.outputs {
+            let mut tensors = Vec::with_capacity(item.tensors.len());
+            for (name, t) in item.tensors {
+                tensors.push((name, store.data_mut().push_tensor(t)?));
+            }
+            outputs.push(old::StageOutput {
+                stage_id: s.stage_id,
+                text: item.text,
+                token_ids: item.token_ids,
+                tensors,
+                finish_reason: item.finish_reason,
+            });
+        }
+    }
+    let wit_request = old::Request {
+        request_id: request.request_id,
+        prompt: request.prompt.unwrap_or_default(),
+        extras: vec![("params".into(), request.params)],
+    };
+    let result = p.omnihost_plugin_stage().call_process_inputs(&mut *store, &outputs, &wit_request).await?;
+    let inputs = match result {
+        Ok(inputs) => inputs,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut out = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        out.push(StageItem {
+            text: input.prompt,
+            token_ids: input.token_ids.unwrap_or_default(),
+            tensors: tensors_from_guest(store, input.tensors)?,
+            json: None,
+            finish_reason: None,
+        });
+    }
+    Ok(Ok(out))
 }
 
 /// The models and settings a plugin's versions share.
@@ -567,7 +738,7 @@ fn metadata<'a>(
             let m = l.omnihost_plugin_worker().call_metadata(store).await?;
             Ok(adapter_info!(m))
         }),
-        Exports::Stage(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
+        Exports::Stage(_) | Exports::Pipeline(_) => Box::pin(async { Err(wasmtime::format_err!("not a worker adapter")) }),
     }
 }
 
@@ -603,6 +774,7 @@ async fn prepare(
         World::WorkerAdapter => Pre::Worker(bindings::WorkerAdapterPre::new(pre).map_err(wrong_world)?),
         World::StageProcessor => Pre::Stage(bindings::StageProcessorPre::new(pre).map_err(wrong_world)?),
         World::LlmAdapter => Pre::Llm(bindings::LlmAdapterPre::new(pre).map_err(wrong_world)?),
+        World::PipelineProcessor => Pre::Pipeline(bindings::PipelineProcessorPre::new(pre).map_err(wrong_world)?),
     };
     let ctx = Arc::new(PluginContext {
         plugin: name.to_string(),
@@ -616,7 +788,7 @@ async fn prepare(
     let mut first = instances.warm().await.map_err(smoke)?;
     let adapter = match world {
         World::WorkerAdapter | World::LlmAdapter => Some(instances.call_on(&mut first, metadata).await.map_err(smoke)?),
-        World::StageProcessor => None,
+        World::StageProcessor | World::PipelineProcessor => None,
     };
     let decoder = match world {
         World::LlmAdapter => {
