@@ -29,6 +29,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Check, run and replay multi-stage pipelines offline (no server needed).
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
     /// Manage the plugins of a running server.
     Plugin {
         #[command(flatten)]
@@ -62,6 +67,54 @@ pub struct ServeArgs {
     /// PostgreSQL URL for a shared registry (selects the `postgres` store; overrides `registry.url`).
     #[arg(long, env = "OMNIHOST_REGISTRY_URL", hide_env_values = true)]
     pub registry_url: Option<String>,
+    /// Keep every pipeline request's stage inputs and outputs under this folder, for `pipeline replay`.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Check a pipeline file: its stage graph, edge types and final outputs, and that every processor
+    /// component implements the pipeline-processor world. Exits non-zero naming the stage at fault.
+    Validate {
+        file: PathBuf,
+        /// The server config whose served models the pipeline's `worker` engines name.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a pipeline on prompts or an image and print its final outputs as JSON (vllm-omni's
+    /// `OmniLLM.generate`).
+    Run {
+        file: PathBuf,
+        /// A prompt (repeat for several).
+        #[arg(long, conflicts_with = "image")]
+        prompt: Vec<String>,
+        /// An image file (PNG or JPEG).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// A JSON list with one object of sampling parameters per stage.
+        #[arg(long)]
+        sampling_params_list: Option<String>,
+        /// The server config whose models the pipeline's `worker` engines name.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Keep the stages' inputs and outputs under this folder, for `pipeline replay`.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Run a new processor on recorded requests of one stage and print what it returns differently.
+    Replay {
+        /// The folder given to `--record`.
+        dir: PathBuf,
+        /// The pipeline file the recording was made with (for the processor's grants and config).
+        #[arg(long)]
+        pipeline: PathBuf,
+        #[arg(long)]
+        stage: u32,
+        /// The new component.
+        #[arg(long)]
+        processor: PathBuf,
+    },
 }
 
 /// Which running server a client command talks to.

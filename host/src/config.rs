@@ -65,6 +65,9 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// Multi-stage pipelines, each in its own file.
+    #[serde(default)]
+    pub pipelines: Vec<PipelineRef>,
     #[serde(default)]
     pub registry: RegistryConfig,
     #[serde(default)]
@@ -235,6 +238,15 @@ impl World {
     pub fn processes_stages(self) -> bool {
         matches!(self, Self::StageProcessor | Self::PipelineProcessor)
     }
+}
+
+/// A pipeline the server serves: its file (vllm-omni's stage configs, see `pipeline::config`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineRef {
+    pub file: PathBuf,
+    /// Keep every request's stage inputs and outputs under this folder (`--record` sets it for all).
+    pub record: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -12,6 +12,7 @@
 pub mod compute;
 pub mod config;
 pub mod http;
+pub mod pipeline;
 pub mod plugin;
 pub mod registry;
 pub mod server;

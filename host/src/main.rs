@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use omnihost::config::{Config, Secret, StoreKind};
 use omnihost::server::Role;
-use omnihost_cli::{Cli, Command, ModelCommand, PluginCommand, ServeArgs, Target};
+use omnihost_cli::{Cli, Command, ModelCommand, PipelineCommand, PluginCommand, ServeArgs, Target};
 use serde_json::{Value, json};
 
 #[path = "cli.rs"]
@@ -30,6 +30,7 @@ fn main() -> Result<()> {
             Command::Api(args) => serve(args, Role::Api).await,
             Command::Plugin { target, command } => plugin(target, command).await,
             Command::Model { target, command } => model(target, command).await,
+            Command::Pipeline { command } => pipeline(command).await,
         }
     })
 }
@@ -71,6 +72,118 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     omnihost::server::serve(config, role, listener, shutdown).await.map_err(|e| {
         anyhow::anyhow!("{}", omnihost::http::error::chain(&e))
     })
+}
+
+/// A server config for offline pipeline work: the given one (for the models `worker` engines name) or an
+/// empty one, with a registry in memory so that nothing outside the process is touched.
+fn offline_config(config: Option<&std::path::Path>) -> Result<Config> {
+    let mut config = match config {
+        Some(path) => Config::load(path).with_context(|| format!("loading {}", path.display()))?,
+        None => Config { base_dir: std::env::current_dir()?, ..Config::default() },
+    };
+    config.registry.store = StoreKind::Memory;
+    config.pipelines.clear();
+    Ok(config)
+}
+
+async fn load_offline(config: &Config) -> Result<std::sync::Arc<omnihost::http::Services>> {
+    let addr: std::net::SocketAddr = "127.0.0.1:9".parse()?;
+    let services = omnihost::server::load(config, Role::Serve, addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+    Ok(std::sync::Arc::new(services))
+}
+
+fn absolute(path: &std::path::Path) -> Result<std::path::PathBuf> {
+    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
+}
+
+async fn pipeline(command: PipelineCommand) -> Result<()> {
+    use omnihost::pipeline::{Input, PipelineConfig, render};
+    match command {
+        PipelineCommand::Validate { file, config } => {
+            let pipeline = PipelineConfig::load(&file).map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            let served: Vec<(String, omnihost::config::WorkerType)> = match &config {
+                Some(path) => Config::load(path)
+                    .with_context(|| format!("loading {}", path.display()))?
+                    .models
+                    .into_iter()
+                    .map(|m| (m.name, m.worker_type))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let order = omnihost::pipeline::check(&pipeline, &served).map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            let data_dir = std::env::temp_dir().join("omnihost-validate");
+            let engine = std::sync::Arc::new(omnihost::plugin::PluginEngine::new(&data_dir, 256 << 20, false)?);
+            for p in &pipeline.processors {
+                let path = pipeline.resolve(&p.component);
+                omnihost::plugin::check_world(&engine, &path, &p.name, p.world)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            }
+            let ids: Vec<String> = order.iter().map(|&i| pipeline.stages[i].stage_id.to_string()).collect();
+            println!("pipeline `{}` is valid: stages run in the order {}", pipeline.name, ids.join(" -> "));
+        }
+        PipelineCommand::Run { file, prompt, image, sampling_params_list, config, record } => {
+            let mut server = offline_config(config.as_deref())?;
+            server.pipelines.push(omnihost::config::PipelineRef { file: absolute(&file)?, record: record.map(|r| absolute(&r)).transpose()? });
+            let services = load_offline(&server).await?;
+            let pipeline = services.pipelines.iter().next().cloned().context("the pipeline did not load")?;
+            let (inputs, single) = match image {
+                Some(path) => {
+                    let bytes = tokio::fs::read(&path).await.with_context(|| format!("reading {}", path.display()))?;
+                    let tensor = omnihost::compute::Tensor::new(vec![bytes.len() as u32], omnihost::compute::ElementType::U8, bytes, usize::MAX)?;
+                    (vec![Input::Binary(vec![("image".into(), tensor)])], true)
+                }
+                None if prompt.is_empty() => bail!("give --prompt (one or more) or --image"),
+                None => (prompt.into_iter().map(Input::Prompt).collect(), false),
+            };
+            let params: Vec<Value> = match sampling_params_list {
+                Some(text) => serde_json::from_str(&text).context("--sampling-params-list must be a JSON list")?,
+                None => vec![json!({}); pipeline.stage_ids().len()],
+            };
+            let finals = pipeline.generate(inputs, params).await.map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            let outputs: Vec<Value> = finals
+                .into_iter()
+                .map(|f| {
+                    let mut per_input: Vec<Value> =
+                        f.outputs.iter().map(|items| Value::Array(items.iter().map(|i| render(i, f.final_output_type)).collect())).collect();
+                    let outputs = if single { per_input.pop().unwrap_or(Value::Array(Vec::new())) } else { Value::Array(per_input) };
+                    json!({"stage_id": f.stage_id, "final_output_type": f.final_output_type, "outputs": outputs})
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json!({"outputs": outputs}))?);
+        }
+        PipelineCommand::Replay { dir, pipeline, stage, processor } => {
+            let file = PipelineConfig::load(&pipeline).map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            let spec = file.stages.iter().find(|s| s.stage_id == stage).with_context(|| format!("the pipeline has no stage {stage}"))?;
+            let name = spec.input_processor.clone().with_context(|| format!("stage {stage} has no input_processor"))?;
+            let mut plugin = file.processors.iter().find(|p| p.name == name).cloned().with_context(|| format!("no processor `{name}`"))?;
+            plugin.component = absolute(&processor)?;
+            plugin.data_dir = plugin.data_dir.map(|d| file.resolve(&d));
+            plugin.onnx = plugin.onnx.into_iter().map(|(k, v)| (k, file.resolve(&v))).collect();
+            let mut server = offline_config(None)?;
+            server.plugins.push(plugin);
+            let services = load_offline(&server).await?;
+            let loaded = services.plugins.get(&name)?;
+            let recorded = if dir.join(&file.name).is_dir() { dir.join(&file.name) } else { dir.clone() };
+            let diffs = omnihost::pipeline::record::replay(&recorded, stage, loaded).await?;
+            let mut changed = 0;
+            for d in &diffs {
+                if d.changes.is_empty() {
+                    println!("{} chunk {}: same", d.request_id, d.chunk);
+                } else {
+                    changed += 1;
+                    println!("{} chunk {}: changed", d.request_id, d.chunk);
+                    for c in &d.changes {
+                        println!("    {c}");
+                    }
+                }
+            }
+            println!("{} calls replayed on stage {stage}: {} same, {changed} changed", diffs.len(), diffs.len() - changed);
+        }
+    }
+    Ok(())
 }
 
 async fn plugin(target: Target, command: PluginCommand) -> Result<()> {

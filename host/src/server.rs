@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use crate::compute::{ComputeError, ComputeSettings, Decoder, DecoderLimits, Model, Runtime, library};
 use crate::config::{Config, StoreKind};
 use crate::http::{self, AppState, HttpSettings, Readiness, Services};
+use crate::pipeline::{BuildError, Parts, Pipeline, PipelineConfig, PipelineConfigError, Pipelines};
 use crate::plugin::{Plugin, PluginEngine, PluginError, Plugins};
 use crate::registry::{
     MemoryRegistry, PostgresRegistry, Registry, RegistryError, RemoteRegistry, SqliteRegistry, SweepSettings, Sweeper,
@@ -89,6 +90,12 @@ pub enum ServerError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Manager(#[from] ManagerError),
+    #[error(transparent)]
+    PipelineConfig(#[from] PipelineConfigError),
+    #[error(transparent)]
+    Pipeline(#[from] BuildError),
+    #[error("pipeline `{pipeline}`: processor `{processor}` has the name of another plugin; plugin names are shared")]
+    ProcessorName { pipeline: String, processor: String },
 }
 
 /// Refuses a non-loopback listen address for a process serving controller or worker routes without a token.
@@ -151,8 +158,8 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
         Some(a) => Some(split_address(a).ok_or_else(|| ServerError::BadAdvertise(a.clone()))?),
         None => Some((addr.ip().to_string(), addr.port())),
     };
-    let (plugins, onnxruntime, pooling) =
-        if role.runs_workers() { load_plugins(config).await? } else { (Plugins::default(), None, false) };
+    let Loaded { plugins, library: onnxruntime, pooling, pipelines } =
+        if role.runs_workers() { load_plugins(config).await? } else { Loaded::default() };
     let plugins = Arc::new(plugins);
     let manager = if role.runs_workers() {
         let lookup = if role == Role::Serve { registry.clone() } else { controller.clone() };
@@ -175,6 +182,11 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
     } else {
         None
     };
+    let mut built = Pipelines::default();
+    for (file, models, record) in pipelines {
+        let parts = Parts { plugins: &plugins, models, manager: manager.clone(), record };
+        built.insert(Pipeline::build(file, None, parts)?);
+    }
     let lookups = match role {
         Role::Serve => registry.clone(),
         Role::Api => controller.clone(),
@@ -188,13 +200,59 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
         Duration::from_millis(config.cluster.forward_timeout_ms),
         config.server.admin_token.clone(),
     );
-    Ok(Services { plugins, resolver, registry, sweeper, advertised, roles: role.names(), onnxruntime, pooling })
+    Ok(Services {
+        plugins,
+        pipelines: Arc::new(built),
+        resolver,
+        registry,
+        sweeper,
+        advertised,
+        roles: role.names(),
+        onnxruntime,
+        pooling,
+    })
 }
 
-/// Loads ONNX Runtime, the models and the plugins the config names.
-async fn load_plugins(config: &Config) -> Result<(Plugins, Option<PathBuf>, bool), ServerError> {
+/// What a worker host loads before its workers start.
+#[derive(Default)]
+struct Loaded {
+    plugins: Plugins,
+    library: Option<PathBuf>,
+    pooling: bool,
+    /// Each pipeline's file, the ONNX models its stages run, and where to record its requests.
+    pipelines: Vec<(PipelineConfig, std::collections::BTreeMap<String, Arc<Model>>, Option<PathBuf>)>,
+}
+
+/// One plugin to load: its config and the folder its relative paths are resolved against.
+struct PluginSource<'a> {
+    config: &'a crate::config::PluginConfig,
+    base: PathBuf,
+}
+
+fn resolve_in(base: &std::path::Path, path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+/// Loads ONNX Runtime, the models and the plugins the config names, with the processors and models of its
+/// pipelines.
+async fn load_plugins(config: &Config) -> Result<Loaded, ServerError> {
     let data_dir = config.resolve(&config.server.data_dir);
-    let needs_ort = config.plugins.iter().any(|p| !p.onnx.is_empty() || !p.decoders.is_empty());
+    let mut pipeline_files = Vec::with_capacity(config.pipelines.len());
+    for p in &config.pipelines {
+        pipeline_files.push((PipelineConfig::load(&config.resolve(&p.file))?, p.record.as_ref().map(|r| config.resolve(r))));
+    }
+    let mut sources: Vec<PluginSource<'_>> =
+        config.plugins.iter().map(|p| PluginSource { config: p, base: config.base_dir.clone() }).collect();
+    for (file, _) in &pipeline_files {
+        for processor in &file.processors {
+            if sources.iter().any(|s| s.config.name == processor.name) {
+                return Err(ServerError::ProcessorName { pipeline: file.name.clone(), processor: processor.name.clone() });
+            }
+            sources.push(PluginSource { config: processor, base: file.base_dir.clone() });
+        }
+    }
+    let needs_ort = sources.iter().any(|p| !p.config.onnx.is_empty() || !p.config.decoders.is_empty())
+        || pipeline_files.iter().any(|(f, _)| !f.models.is_empty());
     let runtime = if needs_ort {
         let mut roots = vec![config.base_dir.clone()];
         roots.extend(std::env::current_dir().ok());
@@ -213,16 +271,17 @@ async fn load_plugins(config: &Config) -> Result<(Plugins, Option<PathBuf>, bool
         tensor_limit: config.compute.tensor_limit,
         cache_dir: data_dir.join("cache"),
     };
-    let max_memory = config.plugins.iter().map(|p| p.limits.memory_mib).max().unwrap_or(256);
-    let fuel = config.plugins.iter().any(|p| p.limits.fuel.is_some());
+    let max_memory = sources.iter().map(|p| p.config.limits.memory_mib).max().unwrap_or(256);
+    let fuel = sources.iter().any(|p| p.config.limits.fuel.is_some());
     let engine = Arc::new(PluginEngine::new(&data_dir.join("compiled"), (max_memory as usize) << 20, fuel)?);
 
     let mut loaded: HashMap<PathBuf, Arc<Model>> = HashMap::new();
     let mut plugins = Plugins::default();
-    for plugin in &config.plugins {
+    for source in &sources {
+        let plugin = source.config;
         let mut models = std::collections::BTreeMap::new();
         for (name, path) in &plugin.onnx {
-            let path = config.resolve(path);
+            let path = resolve_in(&source.base, path);
             let model = match (loaded.get(&path), &runtime) {
                 (Some(m), _) => m.clone(),
                 (None, Some(rt)) => {
@@ -241,7 +300,7 @@ async fn load_plugins(config: &Config) -> Result<(Plugins, Option<PathBuf>, bool
         let mut decoders = std::collections::BTreeMap::new();
         for (name, decoder) in &plugin.decoders {
             let Some(rt) = &runtime else { continue };
-            let path = config.resolve(&decoder.path);
+            let path = resolve_in(&source.base, &decoder.path);
             tracing::info!(plugin = %plugin.name, decoder = %name, path = %path.display(), "loading decoder");
             let limits = DecoderLimits {
                 max_sequences: decoder.max_sequences,
@@ -255,15 +314,39 @@ async fn load_plugins(config: &Config) -> Result<(Plugins, Option<PathBuf>, bool
             )?;
             decoders.insert(name.clone(), Arc::new(loaded));
         }
-        tracing::info!(plugin = %plugin.name, component = %config.resolve(&plugin.component).display(), "compiling plugin");
-        let loaded_plugin = Plugin::load(engine.clone(), plugin, |p| config.resolve(p), models, decoders, config.compute.tensor_limit)
-            .await?;
+        tracing::info!(plugin = %plugin.name, component = %resolve_in(&source.base, &plugin.component).display(), "compiling plugin");
+        let base = source.base.clone();
+        let loaded_plugin =
+            Plugin::load(engine.clone(), plugin, |p| resolve_in(&base, p), models, decoders, config.compute.tensor_limit)
+                .await?;
         plugins.insert(loaded_plugin);
     }
     for model in &config.models {
         plugins.get(&model.plugin)?;
     }
-    Ok((plugins, runtime.map(|r| r.library), engine.pooling))
+    let mut pipelines = Vec::with_capacity(pipeline_files.len());
+    for (file, record) in pipeline_files {
+        let mut models = std::collections::BTreeMap::new();
+        for (name, path) in &file.models {
+            let path = file.resolve(path);
+            let model = match (loaded.get(&path), &runtime) {
+                (Some(m), _) => m.clone(),
+                (None, Some(rt)) => {
+                    tracing::info!(pipeline = %file.name, model = %name, path = %path.display(), "loading ONNX model");
+                    let (rt, n, p, s) = (rt.clone(), name.clone(), path.clone(), settings.clone());
+                    let model = tokio::task::spawn_blocking(move || rt.load_model(&n, &p, &s)).await?.map_err(|source| {
+                        PluginError::Model { plugin: file.name.clone(), model: name.clone(), source: Box::new(source) }
+                    })?;
+                    loaded.insert(path, model.clone());
+                    model
+                }
+                (None, None) => continue,
+            };
+            models.insert(name.clone(), model);
+        }
+        pipelines.push((file, models, record));
+    }
+    Ok(Loaded { plugins, library: runtime.map(|r| r.library), pooling: engine.pooling, pipelines })
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves or loading fails. HTTP answers at once;

@@ -19,6 +19,51 @@ pub enum ElementType {
 }
 
 impl ElementType {
+    /// The WIT contract's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fp16 => "fp16",
+            Self::Fp32 => "fp32",
+            Self::Fp64 => "fp64",
+            Self::Bf16 => "bf16",
+            Self::U8 => "u8",
+            Self::I8 => "i8",
+            Self::I32 => "i32",
+            Self::I64 => "i64",
+            Self::Bool => "boolean",
+        }
+    }
+
+    /// NumPy's `descr` of the type (little-endian); bf16 has none, so it is stored as raw 2-byte values.
+    pub fn npy_descr(self) -> &'static str {
+        match self {
+            Self::Fp16 => "<f2",
+            Self::Fp32 => "<f4",
+            Self::Fp64 => "<f8",
+            Self::Bf16 => "<V2",
+            Self::U8 => "|u1",
+            Self::I8 => "|i1",
+            Self::I32 => "<i4",
+            Self::I64 => "<i8",
+            Self::Bool => "|b1",
+        }
+    }
+
+    pub fn from_npy_descr(descr: &str) -> Option<Self> {
+        const ALL: [ElementType; 9] = [
+            ElementType::Fp16,
+            ElementType::Fp32,
+            ElementType::Fp64,
+            ElementType::Bf16,
+            ElementType::U8,
+            ElementType::I8,
+            ElementType::I32,
+            ElementType::I64,
+            ElementType::Bool,
+        ];
+        ALL.into_iter().find(|t| t.npy_descr() == descr)
+    }
+
     pub fn size(self) -> usize {
         match self {
             Self::U8 | Self::I8 | Self::Bool => 1,

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod error;
 pub mod health;
 pub mod openai;
+pub mod pipelines;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use error::ApiError;
 /// Everything a request can reach once loading has finished. Which parts exist depends on the process's role.
 pub struct Services {
     pub plugins: Arc<Plugins>,
+    pub pipelines: Arc<crate::pipeline::Pipelines>,
     /// Routes requests to this host's workers (when it has a worker manager) or to remote ones.
     pub resolver: Resolver,
     /// The registry this process keeps, when it is a controller.
@@ -136,6 +138,8 @@ fn openai(state: &AppState) -> Router<AppState> {
         .route("/rerank", post(openai::rerank))
         .route("/chat/completions", post(chat::chat_completions))
         .route("/completions", post(chat::completions))
+        .route("/pipelines", get(pipelines::list))
+        .route("/pipelines/{name}/generate", post(pipelines::generate))
         .layer(from_fn_with_state(state.clone(), auth::api_key))
         .layer(DefaultBodyLimit::max(state.settings().body_limit))
 }

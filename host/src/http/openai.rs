@@ -112,6 +112,17 @@ pub async fn models(State(state): State<AppState>) -> Result<Response, ApiError>
             })
         })
         .collect();
+    let mut data = data;
+    // Pipelines are served by this host under their names, like models (vllm-omni serves its OmniLLM so).
+    data.extend(services.pipelines.iter().map(|p| {
+        json!({
+            "id": p.name,
+            "object": "model",
+            "created": state.started_unix(),
+            "owned_by": "omnihost",
+            "worker_type": "pipeline",
+        })
+    }));
     Ok(Json(json!({"object": "list", "data": data})).into_response())
 }
 

@@ -688,6 +688,25 @@ impl Plugin {
     }
 }
 
+/// Compiles the component at `path` and type-checks it against `world`, without running it (`pipeline
+/// validate`).
+pub async fn check_world(engine: &Arc<PluginEngine>, path: &std::path::Path, name: &str, world: World) -> Result<(), PluginError> {
+    let bytes = tokio::fs::read(path).await.map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+    let (component, _, _) = compile(engine, bytes).await?;
+    let pre = engine
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| PluginError::Link { plugin: name.to_string(), source: e.into() })?;
+    let wrong_world = |_| PluginError::WrongWorld { plugin: name.to_string(), expected: world.name() };
+    match world {
+        World::WorkerAdapter => drop(bindings::WorkerAdapterPre::new(pre).map_err(wrong_world)?),
+        World::StageProcessor => drop(bindings::StageProcessorPre::new(pre).map_err(wrong_world)?),
+        World::LlmAdapter => drop(bindings::LlmAdapterPre::new(pre).map_err(wrong_world)?),
+        World::PipelineProcessor => drop(bindings::PipelineProcessorPre::new(pre).map_err(wrong_world)?),
+    }
+    Ok(())
+}
+
 /// How much lower than request work a compile runs (a `nice` increment).
 const COMPILE_NICENESS: i32 = 10;
 
