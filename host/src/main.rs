@@ -160,6 +160,17 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
             let name = spec.input_processor.clone().with_context(|| format!("stage {stage} has no input_processor"))?;
             let mut plugin = file.processors.iter().find(|p| p.name == name).cloned().with_context(|| format!("no processor `{name}`"))?;
             plugin.component = absolute(&processor)?;
+            // The new component may implement the 0.1.0 stage-processor world; replay serves either.
+            let engine = std::sync::Arc::new(omnihost::plugin::PluginEngine::new(&std::env::temp_dir().join("omnihost-replay"), 256 << 20, false)?);
+            if plugin.world.processes_stages()
+                && omnihost::plugin::check_world(&engine, &plugin.component, &name, plugin.world).await.is_err()
+            {
+                plugin.world = if plugin.world == omnihost::config::World::PipelineProcessor {
+                    omnihost::config::World::StageProcessor
+                } else {
+                    omnihost::config::World::PipelineProcessor
+                };
+            }
             plugin.data_dir = plugin.data_dir.map(|d| file.resolve(&d));
             plugin.onnx = plugin.onnx.into_iter().map(|(k, v)| (k, file.resolve(&v))).collect();
             let mut server = offline_config(None)?;

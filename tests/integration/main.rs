@@ -13,5 +13,6 @@ mod generation;
 mod hot_swap;
 mod manager;
 mod openai_client;
+mod pipelines;
 mod registry;
 mod sandbox;

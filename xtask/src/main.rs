@@ -27,6 +27,8 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("llm-chat", "", "llm_chat.wasm"),
     ("llm-chat", "fault-injection", "llm_chat_faulty.wasm"),
     ("scripted-llm", "", "scripted_llm.wasm"),
+    ("echo-stage", "", "echo_stage.wasm"),
+    ("echo-stage", "fault-injection", "echo_stage_faulty.wasm"),
 ];
 
 fn root() -> PathBuf {

@@ -28,6 +28,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
                 "object": "pipeline",
                 "description": p.config.description,
                 "processors": p.processors(),
+                "max_in_flight": p.config.max_in_flight,
+                "peak_busy_stages": p.peak_busy_stages(),
                 "stages": p.stage_info(),
             })
         })
@@ -141,13 +143,25 @@ pub fn pipeline_error(e: PipelineError) -> ApiError {
         PipelineError::Stage { source, .. } if source.is_client_error() => {
             ApiError::invalid(None, super::error::chain(&e))
         }
-        PipelineError::Stage { source: crate::pipeline::StageError::Timeout(_), .. } => {
+        PipelineError::Stage {
+            source: crate::pipeline::StageError::Timeout(_) | crate::pipeline::StageError::Processor(crate::plugin::CallError::Timeout { .. }),
+            ..
+        } => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", Some("stage_timeout"), e.to_string())
         }
         PipelineError::Stage { source, .. } => {
             tracing::warn!(error = %super::error::chain(&e), "pipeline stage failed");
-            // The stage is named; a trap's guest backtrace stays in the log.
-            let first = super::error::chain(source).lines().next().unwrap_or_default().to_string();
+            // The stage is named; a trap's guest backtrace stays in the log and the client gets its root cause.
+            let first = match source {
+                crate::pipeline::StageError::Processor(crate::plugin::CallError::Trap { plugin, source }) => {
+                    let mut root: &dyn std::error::Error = source.as_ref();
+                    while let Some(next) = root.source() {
+                        root = next;
+                    }
+                    format!("plugin `{plugin}` trapped: {}", root.to_string().lines().next().unwrap_or_default())
+                }
+                other => super::error::chain(other).lines().next().unwrap_or_default().to_string(),
+            };
             let message = match &e {
                 PipelineError::Stage { pipeline, stage_id, .. } => format!("pipeline `{pipeline}` stage {stage_id} failed: {first}"),
                 _ => first,

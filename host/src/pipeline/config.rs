@@ -266,6 +266,16 @@ impl PipelineConfig {
     /// The stages in an order where every stage comes after its sources (ties by stage id), or the problem.
     /// `worker_kinds` says what a served model takes and produces (None: not served here, checked elsewhere).
     pub fn check(&self, worker_kinds: impl Fn(&str) -> Option<EngineKinds>) -> Result<Vec<usize>, PipelineConfigError> {
+        self.check_with(worker_kinds, true)
+    }
+
+    /// `check`, where `require_final = false` accepts stages without a final output (vllm-omni's explicit
+    /// stage lists, whose `generate` then returns an empty list).
+    pub fn check_with(
+        &self,
+        worker_kinds: impl Fn(&str) -> Option<EngineKinds>,
+        require_final: bool,
+    ) -> Result<Vec<usize>, PipelineConfigError> {
         let valid_name = !self.name.is_empty()
             && self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid_name {
@@ -333,7 +343,7 @@ impl PipelineConfig {
                 return Err(self.invalid(Problem::ZeroArg { stage, key: "timeout_ms" }));
             }
         }
-        if !self.stages.iter().any(|s| s.final_output) {
+        if require_final && !self.stages.iter().any(|s| s.final_output) {
             return Err(self.invalid(Problem::NoFinalOutput));
         }
         let order = self.topological(&index)?;

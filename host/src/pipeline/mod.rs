@@ -13,7 +13,7 @@ pub mod record;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -156,6 +156,10 @@ pub struct Pipeline {
     serial: Option<Mutex<()>>,
     recorder: Option<Recorder>,
     next_id: AtomicU64,
+    /// Stages working right now (across requests), and the most there ever were: more than one means the
+    /// stages of different requests overlapped.
+    busy: AtomicUsize,
+    peak_busy: AtomicUsize,
 }
 
 /// What `GET /v1/pipelines` shows of a stage.
@@ -222,10 +226,11 @@ impl Pipeline {
     /// Checks `config` and connects its stages to what the server loaded. `stages`, when given, replace the
     /// file's (vllm-omni's explicit `stage_configs`); otherwise the file's stages are used.
     pub fn build(mut config: PipelineConfig, stages: Option<Vec<StageConfig>>, parts: Parts<'_>) -> Result<Pipeline, BuildError> {
+        let explicit = stages.is_some();
         if let Some(stages) = stages {
             config.stages = stages;
         }
-        let order = config.check(|m| worker_kinds(parts.manager.as_ref(), m))?;
+        let order = config.check_with(|m| worker_kinds(parts.manager.as_ref(), m), !explicit)?;
         let name = config.name.clone();
         let index: BTreeMap<u32, usize> = config.stages.iter().enumerate().map(|(i, s)| (s.stage_id, i)).collect();
         let mut stages = Vec::with_capacity(config.stages.len());
@@ -283,7 +288,14 @@ impl Pipeline {
             order,
             recorder,
             next_id: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            peak_busy: AtomicUsize::new(0),
         })
+    }
+
+    /// The most stages that ever worked at once, across requests.
+    pub fn peak_busy_stages(&self) -> usize {
+        self.peak_busy.load(Ordering::Relaxed)
     }
 
     /// Stage ids in config order.
@@ -481,6 +493,9 @@ impl Pipeline {
     ) -> Result<(), StageError> {
         let _permit = stage.permits.acquire().await;
         stage.stats.runs.fetch_add(1, Ordering::Relaxed);
+        let now = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_busy.fetch_max(now, Ordering::Relaxed);
+        let _busy = Busy(&self.busy);
         let timeout_ms = stage.config.engine_args.timeout_ms;
         let index = self.stages.iter().position(|s| std::ptr::eq(s, stage)).unwrap_or(0);
         let params = &request.params[index];
@@ -587,6 +602,15 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+/// Counts a stage as working until dropped (also when its request is cancelled mid-work).
+struct Busy<'a>(&'a AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
