@@ -350,11 +350,11 @@ final_output = true
             (ok, failed)
         }));
     }
-    let faulty = std::fs::read(component("echo_stage_faulty.wasm")).unwrap();
-    let plain = std::fs::read(component("echo_stage.wasm")).unwrap();
-    for bytes in [&faulty, &plain, &faulty, &plain] {
-        let response = client.put(format!("{url}/admin/plugins/swap-echo")).body(bytes.clone()).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    // The same processor in each language, swapped in turn while requests flow.
+    for file in ["echo_stage_js.wasm", "echo_stage_py.wasm", "echo_stage_faulty.wasm", "echo_stage.wasm"] {
+        let bytes = std::fs::read(component(file)).unwrap();
+        let response = client.put(format!("{url}/admin/plugins/swap-echo")).body(bytes).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{file}: {}", response.text().await.unwrap());
     }
     // A component of the wrong world is refused and the old processor keeps serving.
     let wrong = std::fs::read(component("scripted_llm.wasm")).unwrap();
@@ -441,4 +441,71 @@ final_output = true
     ]);
     assert!(ok, "{out}");
     assert!(out.contains("0 same, 2 changed") && out.contains(r#"text Some("[1] alpha") -> Some("alpha")"#), "{out}");
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("OMNIHOST_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".setup/venv/bin/python"))
+}
+
+/// Draws `lines` with DejaVu Sans into a PNG; returns its bytes and each line's true ink box.
+fn render(dir: &Path, lines: &[&str]) -> (Vec<u8>, Vec<[f64; 4]>) {
+    let path = dir.join("lines.png");
+    let out = std::process::Command::new(python())
+        .arg(root().join("tests/python/render_lines.py"))
+        .arg(&path)
+        .args(lines)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let boxes: Vec<[f64; 4]> = serde_json::from_slice(&out.stdout).unwrap();
+    (std::fs::read(&path).unwrap(), boxes)
+}
+
+/// The OCR example pipeline, as `cargo xtask serve` serves it.
+fn ocr_entry() -> String {
+    let file = root().join("examples/pipelines/ocr.toml");
+    assert!(root().join(".setup/models/pp-ocrv6/det.onnx").is_file(), "run `cargo xtask setup` for the OCR models");
+    format!("[[pipelines]]\nfile = \"{}\"\n", file.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ocr_pipeline_reads_rendered_lines_back_with_their_boxes() {
+    use base64::Engine as _;
+    let dir = scratch("ocr");
+    let lines = ["Hello ONNX Runtime 2026", "The quick brown fox", "omnihost pipelines 42"];
+    let (png, truth) = render(&dir, &lines);
+    let server = start(&ocr_entry()).await;
+    let (url, client) = (server.url(), client());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&png);
+    for image in [encoded.clone(), format!("data:image/png;base64,{encoded}")] {
+        let (status, body) = generate(&client, &url, "ocr", json!({"image": image})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outputs"][0]["stage_id"], 3);
+        assert_eq!(body["outputs"][0]["final_output_type"], "json");
+        let found = body["outputs"][0]["outputs"].as_array().unwrap();
+        let texts: Vec<&str> = found.iter().map(|l| l["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, lines, "{body}");
+        for (line, want) in found.iter().zip(&truth) {
+            let got: Vec<f64> = line["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            // The box covers the line's ink (a pixel of slack for anti-aliasing) and is not much larger.
+            assert!(got[0] <= want[0] + 1.0 && got[1] <= want[1] + 1.0, "{got:?} does not cover {want:?}");
+            assert!(got[2] >= want[2] - 1.0 && got[3] >= want[3] - 1.0, "{got:?} does not cover {want:?}");
+            let (area, ink) = ((got[2] - got[0]) * (got[3] - got[1]), (want[2] - want[0]) * (want[3] - want[1]));
+            assert!(area < ink * 3.0, "{got:?} is far larger than {want:?}");
+        }
+    }
+    // Not an image: a 400 that names the stage that refused it; the server keeps serving.
+    let garbage = base64::engine::general_purpose::STANDARD.encode(b"this is not a PNG or a JPEG at all");
+    let (status, body) = generate(&client, &url, "ocr", json!({"image": garbage})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("stage 0"), "{body}");
+    let truncated = base64::engine::general_purpose::STANDARD.encode(&png[..png.len() / 2]);
+    let (status, body) = generate(&client, &url, "ocr", json!({"image": truncated})).await;
+    assert_eq!(status, 400, "{body}");
+    // A blank image has no lines.
+    let (blank, _) = render(&dir, &[]);
+    let (status, body) = generate(&client, &url, "ocr", json!({"image": base64::engine::general_purpose::STANDARD.encode(&blank)})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"][0]["outputs"], json!([]), "{body}");
+    server.stop().await.unwrap();
 }

