@@ -503,7 +503,7 @@ async fn the_ocr_pipeline_reads_rendered_lines_back_with_their_boxes() {
     let (status, body) = generate(&client, &url, "ocr", json!({"image": truncated})).await;
     assert_eq!(status, 400, "{body}");
     // A blank image has no lines.
-    let (blank, _) = render(&dir, &[]);
+    let (blank, _) = render(&dir, &[" "]);
     let (status, body) = generate(&client, &url, "ocr", json!({"image": base64::engine::general_purpose::STANDARD.encode(&blank)})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outputs"][0]["outputs"], json!([]), "{body}");

@@ -191,13 +191,24 @@ fn custom_metadata(session: &Session) -> Vec<(String, String)> {
     pairs
 }
 
-/// Runs the model once on zero-filled inputs with dynamic dimensions set to 1, so kernels and arenas are set
+/// Runs the model once on zero-filled inputs (dynamic dimensions filled in), so kernels and arenas are set
 /// up before the model reports ready.
 fn warm_up(session: &mut Session, inputs: &[IoInfo]) -> Result<(), ComputeError> {
     let mut values = Vec::with_capacity(inputs.len());
     for input in inputs {
         let Some(ty) = input.ty else { return Ok(()) };
-        let dims: Vec<u32> = input.dims.iter().map(|&d| if d > 0 { d as u32 } else { 1 }).collect();
+        // A dynamic batch is 1; other dynamic dimensions are 32, a size convolutional models (whose spatial
+        // sides must be multiples of 32 and survive downsampling) and sequence models both accept.
+        let dims: Vec<u32> = input
+            .dims
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| match d {
+                d if d > 0 => d as u32,
+                _ if i == 0 => 1,
+                _ => 32,
+            })
+            .collect();
         let bytes = dims.iter().map(|&d| d as usize).product::<usize>() * ty.size();
         let tensor = Tensor::new(dims, ty, vec![0; bytes], usize::MAX)
             .map_err(|source| ComputeError::Tensor { model: "warm-up".into(), source })?;
