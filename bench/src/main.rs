@@ -1,5 +1,5 @@
 //! Side-by-side benchmarks, run by `cargo xtask bench embed`, `cargo xtask bench registry` (see `registry.rs`) and
-//! `cargo xtask bench generate` (see `generate.rs`). Every figure is printed as a ratio against a
+//! `cargo xtask bench generate` (see `generate.rs`) and `cargo xtask bench pipeline` (see `pipeline.rs`). Every figure is printed as a ratio against a
 //! baseline measured in the same run, on the same machine, on the same sentences.
 //!
 //! (a) raw ONNX Runtime from Rust with native `tokenizers`: the limit;
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
 mod generate;
+mod pipeline;
 mod registry;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
@@ -367,6 +368,7 @@ async fn main() -> Result<()> {
         "embed" => embed_bench().await,
         "registry" => registry::registry_bench().await,
         "generate" => generate::generate_bench().await,
-        other => bail!("unknown benchmark `{other}` (known: embed, registry, generate)"),
+        "pipeline" => pipeline::pipeline_bench().await,
+        other => bail!("unknown benchmark `{other}` (known: embed, registry, generate, pipeline)"),
     }
 }
