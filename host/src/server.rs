@@ -220,8 +220,11 @@ struct Loaded {
     library: Option<PathBuf>,
     pooling: bool,
     /// Each pipeline's file, the ONNX models its stages run, and where to record its requests.
-    pipelines: Vec<(PipelineConfig, std::collections::BTreeMap<String, Arc<Model>>, Option<PathBuf>)>,
+    pipelines: Vec<LoadedPipeline>,
 }
+
+/// A pipeline's file, the ONNX models its stages run (by name), and where to record its requests.
+type LoadedPipeline = (PipelineConfig, std::collections::BTreeMap<String, Arc<Model>>, Option<PathBuf>);
 
 /// One plugin to load: its config and the folder its relative paths are resolved against.
 struct PluginSource<'a> {

@@ -549,10 +549,11 @@ impl Pipeline {
         match &stage.engine {
             Engine::None => {
                 for item in inputs {
-                    if stage.config.final_output && stage.config.final_output_type == OutputType::Json {
-                        if let Some(text) = &item.json {
-                            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(StageError::BadJson)?;
-                        }
+                    // A final JSON output that does not parse is the stage's bad output, not a client's problem.
+                    if let (true, OutputType::Json, Some(text)) =
+                        (stage.config.final_output, stage.config.final_output_type, &item.json)
+                    {
+                        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(StageError::BadJson)?;
                     }
                     publish(item);
                 }
