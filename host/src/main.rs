@@ -99,7 +99,7 @@ fn absolute(path: &std::path::Path) -> Result<std::path::PathBuf> {
 }
 
 async fn pipeline(command: PipelineCommand) -> Result<()> {
-    use omnihost::pipeline::{Input, PipelineConfig, render};
+    use omnihost::pipeline::{Input, PipelineConfig};
     match command {
         PipelineCommand::Validate { file, config } => {
             let pipeline = PipelineConfig::load(&file).map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
@@ -143,15 +143,7 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
                 None => vec![json!({}); pipeline.stage_ids().len()],
             };
             let finals = pipeline.generate(inputs, params).await.map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
-            let outputs: Vec<Value> = finals
-                .into_iter()
-                .map(|f| {
-                    let mut per_input: Vec<Value> =
-                        f.outputs.iter().map(|items| Value::Array(items.iter().map(|i| render(i, f.final_output_type)).collect())).collect();
-                    let outputs = if single { per_input.pop().unwrap_or(Value::Array(Vec::new())) } else { Value::Array(per_input) };
-                    json!({"stage_id": f.stage_id, "final_output_type": f.final_output_type, "outputs": outputs})
-                })
-                .collect();
+            let outputs = omnihost::pipeline::outputs_json(finals, single);
             println!("{}", serde_json::to_string_pretty(&json!({"outputs": outputs}))?);
         }
         PipelineCommand::Replay { dir, pipeline, stage, processor } => {

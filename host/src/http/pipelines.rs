@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::openai::json_object;
 use crate::compute::{ElementType, Tensor};
-use crate::pipeline::{Input, PipelineError, render};
+use crate::pipeline::{Input, PipelineError, outputs_json};
 
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -110,16 +110,7 @@ pub async fn generate(
     };
     let started = std::time::Instant::now();
     let finals = pipeline.generate(inputs, params).await.map_err(pipeline_error)?;
-    let outputs: Vec<Value> = finals
-        .into_iter()
-        .map(|f| {
-            let mut per_input: Vec<Value> =
-                f.outputs.iter().map(|items| Value::Array(items.iter().map(|i| render(i, f.final_output_type)).collect())).collect();
-            // One image is one input: its stage's items are the outputs themselves.
-            let outputs = if single { per_input.pop().unwrap_or(Value::Array(Vec::new())) } else { Value::Array(per_input) };
-            json!({"stage_id": f.stage_id, "final_output_type": f.final_output_type, "outputs": outputs})
-        })
-        .collect();
+    let outputs = outputs_json(finals, single);
     Ok(Json(json!({
         "object": "pipeline.generation",
         "pipeline": name,

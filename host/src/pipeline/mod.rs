@@ -810,6 +810,25 @@ pub fn render(item: &StageItem, ty: OutputType) -> Value {
     }
 }
 
+/// The `outputs` of a pipeline answer: one `{stage_id, final_output_type, outputs}` per final stage, where
+/// `outputs` lists each input's rendered items, or, for a request of one binary input (an image), that input's
+/// items themselves.
+pub fn outputs_json(finals: Vec<FinalOutput>, single: bool) -> Value {
+    let outputs: Vec<Value> = finals
+        .into_iter()
+        .map(|f| {
+            let mut per_input: Vec<Value> = f
+                .outputs
+                .iter()
+                .map(|items| Value::Array(items.iter().map(|i| render(i, f.final_output_type)).collect()))
+                .collect();
+            let outputs = if single { per_input.pop().unwrap_or(Value::Array(Vec::new())) } else { Value::Array(per_input) };
+            json!({"stage_id": f.stage_id, "final_output_type": f.final_output_type, "outputs": outputs})
+        })
+        .collect();
+    Value::Array(outputs)
+}
+
 /// Every pipeline of the server, by name.
 #[derive(Default)]
 pub struct Pipelines {
