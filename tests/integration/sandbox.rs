@@ -85,16 +85,16 @@ async fn a_fuel_limit_stops_a_loop_and_spares_plugins_without_one() {
     server.stop().await.unwrap();
 }
 
-/// WIT 0.1.1 added the `decoding` interface; components built for 0.1.0 must still load and serve unchanged.
-/// The `faulty` fixture is built against a frozen copy of the 0.1.0 contract, and the host names 0.1.1.
+/// WIT 0.1.1 and 0.1.2 added interfaces; components built for 0.1.0 must still load and serve unchanged.
+/// The `faulty` fixture is built against a frozen copy of the 0.1.0 contract, and the host names 0.1.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_component_built_for_wit_0_1_0_is_served_by_a_0_1_1_host() {
+async fn a_component_built_for_wit_0_1_0_is_served_by_a_0_1_2_host() {
     let fixture = std::fs::read(component("faulty.wasm")).unwrap();
     let contains = |needle: &str| fixture.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(contains("omnihost:plugin/worker@0.1.0"), "the fixture is a 0.1.0 component");
-    assert!(!contains("@0.1.1"), "the fixture must not name 0.1.1");
+    assert!(!contains("@0.1.1") && !contains("@0.1.2"), "the fixture must name no later version");
     let contract = std::fs::read_to_string(root().join("wit/plugin/plugin.wit")).unwrap();
-    assert!(contract.contains("package omnihost:plugin@0.1.1;"), "the host's contract is 0.1.1");
+    assert!(contract.contains("package omnihost:plugin@0.1.2;"), "the host's contract is 0.1.2");
 
     let server = start(&faulty_config()).await;
     let (status, body) = embed_raw(&client(), &server.url(), json!({"model": "faulty", "input": "hello"})).await;

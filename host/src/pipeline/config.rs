@@ -453,7 +453,12 @@ mod tests {
     const PROCESSOR: &str = "[[processors]]\nname = \"p\"\ncomponent = \"p.wasm\"\n";
 
     fn check(text: &str) -> Result<Vec<usize>, String> {
-        parse(&format!("name = \"t\"\n{PROCESSOR}{text}")).check(|_| None).map_err(|e| match e {
+        let dir = std::env::temp_dir().join(format!("omnihost-pipeline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("c{}.toml", text.len()));
+        std::fs::write(&path, format!("name = \"t\"\n{PROCESSOR}{text}")).unwrap();
+        let config = PipelineConfig::load(&path).map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))?;
+        config.check(|_| None).map_err(|e| match e {
             PipelineConfigError::Invalid { problem, .. } => problem.to_string(),
             other => other.to_string(),
         })
