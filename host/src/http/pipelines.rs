@@ -114,8 +114,8 @@ pub async fn generate(
     Ok(Json(json!({
         "object": "pipeline.generation",
         "pipeline": name,
-        "created": state.started_unix(),
-        "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
+        "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "elapsed_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
         "outputs": outputs,
     }))
     .into_response())
