@@ -502,6 +502,14 @@ async fn the_ocr_pipeline_reads_rendered_lines_back_with_their_boxes() {
     let truncated = base64::engine::general_purpose::STANDARD.encode(&png[..png.len() / 2]);
     let (status, body) = generate(&client, &url, "ocr", json!({"image": truncated})).await;
     assert_eq!(status, 400, "{body}");
+    // A page longer than one recogniser batch (8 lines) reads back whole and in order.
+    let many: Vec<String> = (1..=11).map(|i| format!("Line {i} of the page")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (page, _) = render(&dir, &many_refs);
+    let (status, body) = generate(&client, &url, "ocr", json!({"image": base64::engine::general_purpose::STANDARD.encode(&page)})).await;
+    assert_eq!(status, 200, "{body}");
+    let texts: Vec<&str> = body["outputs"][0]["outputs"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, many_refs, "{body}");
     // A blank image has no lines.
     let (blank, _) = render(&dir, &[" "]);
     let (status, body) = generate(&client, &url, "ocr", json!({"image": base64::engine::general_purpose::STANDARD.encode(&blank)})).await;

@@ -3,13 +3,13 @@
 //!
 //! `process(request, [stage 0])` reads the one item the detector stage produced: its probability map (the
 //! model's output, `fetch_name_0`, `f32 [1, 1, H, W]`) and the `rgb` pixels (`u8 [H0, W0, 3]`) passed through
-//! from stage 0. It returns one item with tensor `x` (`f32 [n, 3, 48, Wmax]`) and json
-//! `{"boxes": [[x0, y0, x1, y1], ...], "scores": [...], "width": W0, "height": H0}`: boxes in original pixels
-//! (crop = columns x0..x1, rows y0..y1), in reading order, one per batch row. No box: no item, so the
-//! recogniser does not run.
+//! from stage 0. It returns one item per batch of up to `batch-rows` lines, each with tensor `x`
+//! (`f32 [n, 3, 48, Wmax]`) and json `{"boxes": [[x0, y0, x1, y1], ...], "scores": [...], "width": W0,
+//! "height": H0}`: boxes in original pixels (crop = columns x0..x1, rows y0..y1), in reading order, one per
+//! batch row. No box: no item, so the recogniser does not run.
 //!
-//! Config: `thresh` (0.3), `box-thresh` (0.5), `unclip-ratio` (1.6), `max-candidates` (1000), and
-//! `prob-output` (the detector output's name, default `fetch_name_0`).
+//! Config: `thresh` (0.3), `box-thresh` (0.5), `unclip-ratio` (1.6), `max-candidates` (1000), `batch-rows` (8),
+//! and `prob-output` (the detector output's name, default `fetch_name_0`).
 
 pub mod batch;
 pub mod boxes;
@@ -97,17 +97,24 @@ impl Guest for Component {
         if found.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = batch::rec_batch(&pixels, w0, h0, &found);
-        let dims = [batch.n as u32, 3, batch::REC_HEIGHT as u32, batch.width as u32];
-        let x = Tensor::create(&dims, TensorType::Fp32, &batch.bytes)
-            .map_err(|e| PluginError::Internal(format!("creating the recogniser batch {dims:?}: {}", e.message)))?;
-        Ok(vec![Item {
-            text: None,
-            token_ids: Vec::new(),
-            tensors: vec![("x".into(), x)],
-            json: Some(boxes::to_json(&found, w0, h0)),
-            finish_reason: None,
-        }])
+        // Batches of at most `batch-rows` lines, one item each: the recogniser's output is ~5 MB a line and the
+        // next stage copies what it reads, so one batch of every line would grow its memory with the page.
+        let rows = config_number("batch-rows", 8usize)?.max(1);
+        let mut items = Vec::with_capacity(found.len().div_ceil(rows));
+        for group in found.chunks(rows) {
+            let batch = batch::rec_batch(&pixels, w0, h0, group);
+            let dims = [batch.n as u32, 3, batch::REC_HEIGHT as u32, batch.width as u32];
+            let x = Tensor::create(&dims, TensorType::Fp32, &batch.bytes)
+                .map_err(|e| PluginError::Internal(format!("creating the recogniser batch {dims:?}: {}", e.message)))?;
+            items.push(Item {
+                text: None,
+                token_ids: Vec::new(),
+                tensors: vec![("x".into(), x)],
+                json: Some(boxes::to_json(group, w0, h0)),
+                finish_reason: None,
+            });
+        }
+        Ok(items)
     }
 }
 
