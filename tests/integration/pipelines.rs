@@ -517,3 +517,32 @@ async fn the_ocr_pipeline_reads_rendered_lines_back_with_their_boxes() {
     assert_eq!(body["outputs"][0]["outputs"], json!([]), "{body}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_ocr_request_replays_to_the_same_tensors_and_lines() {
+    let dir = scratch("ocr-replay");
+    let (png, _) = render(&dir, &["Recorded once", "replayed offline"]);
+    std::fs::write(dir.join("page.png"), png).unwrap();
+    // The offline run shares the test servers' cache of compiled components.
+    let config = dir.join("server.toml");
+    std::fs::write(&config, format!("[server]\ndata_dir = \"{}\"\n", root().join("target/omnihost-test-cache").display())).unwrap();
+    let (file, record, config) = (
+        root().join("examples/pipelines/ocr.toml").display().to_string(),
+        dir.join("recorded").display().to_string(),
+        config.display().to_string(),
+    );
+    let image = dir.join("page.png").display().to_string();
+    let (ok, out) = omnihost(&["pipeline", "run", &file, "--image", &image, "--record", &record, "--config", &config]);
+    assert!(ok, "{out}");
+    assert!(out.contains("\"Recorded once\"") && out.contains("\"replayed offline\""), "{out}");
+    // Stage 1 returns tensors (the recogniser batch, compared as .npy), stage 2 JSON from the Python processor.
+    for (stage, file_name) in [("1", "ocr_crop.wasm"), ("2", "ocr_ctc.wasm")] {
+        let processor = component(file_name).display().to_string();
+        let (ok, out) =
+            omnihost(&["pipeline", "replay", &record, "--pipeline", &file, "--stage", stage, "--processor", &processor]);
+        assert!(ok, "{out}");
+        assert!(out.contains(&format!("1 calls replayed on stage {stage}: 1 same, 0 changed")), "{out}");
+    }
+    let recorded_batch = std::fs::read_dir(dir.join("recorded/ocr")).unwrap().next().unwrap().unwrap().path();
+    assert!(recorded_batch.join("stage-1/processed/0/0/t0.npy").is_file(), "the batch is kept as .npy");
+}
