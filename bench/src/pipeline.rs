@@ -62,14 +62,9 @@ async fn pipeline(server: &Running, name: &str) -> Result<Arc<Pipeline>> {
     services.pipelines.get(name).cloned().with_context(|| format!("pipeline {name} did not load"))
 }
 
-fn image_input(bytes: &[u8]) -> Result<Input> {
-    let tensor = omnihost::compute::Tensor::new(vec![bytes.len() as u32], omnihost::compute::ElementType::U8, bytes.to_vec(), usize::MAX)?;
-    Ok(Input::Binary(vec![("image".into(), tensor)]))
-}
-
 async fn ocr_once(pipeline: &Pipeline, bytes: &[u8]) -> Result<usize> {
     let finals = pipeline
-        .generate(vec![image_input(bytes)?], vec![json!({}); pipeline.stage_ids().len()])
+        .generate(vec![Input::image(bytes.to_vec())?], vec![json!({}); pipeline.stage_ids().len()])
         .await
         .map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
     Ok(finals.first().map(|f| f.outputs.first().map_or(0, Vec::len)).unwrap_or(0))

@@ -132,8 +132,7 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
             let (inputs, single) = match image {
                 Some(path) => {
                     let bytes = tokio::fs::read(&path).await.with_context(|| format!("reading {}", path.display()))?;
-                    let tensor = omnihost::compute::Tensor::new(vec![bytes.len() as u32], omnihost::compute::ElementType::U8, bytes, usize::MAX)?;
-                    (vec![Input::Binary(vec![("image".into(), tensor)])], true)
+                    (vec![Input::image(bytes)?], true)
                 }
                 None if prompt.is_empty() => bail!("give --prompt (one or more) or --image"),
                 None => (prompt.into_iter().map(Input::Prompt).collect(), false),
@@ -153,7 +152,11 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
             let mut plugin = file.processors.iter().find(|p| p.name == name).cloned().with_context(|| format!("no processor `{name}`"))?;
             plugin.component = absolute(&processor)?;
             // The new component may implement the 0.1.0 stage-processor world; replay serves either.
-            let engine = std::sync::Arc::new(omnihost::plugin::PluginEngine::new(&std::env::temp_dir().join("omnihost-replay"), 256 << 20, false)?);
+            // The same compiled-component cache as the load below, so a large component is compiled once.
+            let mut server = offline_config(None)?;
+            let compiled = server.resolve(&server.server.data_dir).join("compiled");
+            let memory = (plugin.limits.memory_mib as usize) << 20;
+            let engine = std::sync::Arc::new(omnihost::plugin::PluginEngine::new(&compiled, memory, plugin.limits.fuel.is_some())?);
             if plugin.world.processes_stages()
                 && omnihost::plugin::check_world(&engine, &plugin.component, &name, plugin.world).await.is_err()
             {
@@ -165,7 +168,6 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
             }
             plugin.data_dir = plugin.data_dir.map(|d| file.resolve(&d));
             plugin.onnx = plugin.onnx.into_iter().map(|(k, v)| (k, file.resolve(&v))).collect();
-            let mut server = offline_config(None)?;
             server.plugins.push(plugin);
             let services = load_offline(&server).await?;
             let loaded = services.plugins.get(&name)?;

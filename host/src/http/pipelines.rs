@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::openai::json_object;
-use crate::compute::{ElementType, Tensor};
 use crate::pipeline::{Input, PipelineError, outputs_json};
 
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -76,10 +75,8 @@ fn inputs(body: &serde_json::Map<String, Value>, max: usize) -> Result<(Vec<Inpu
         (Some(Value::String(p)), None) => Ok((vec![Input::Prompt(p.clone())], false)),
         (Some(_), None) => Err(ApiError::invalid(Some("prompts"), "`prompts` must be a list of strings")),
         (None, Some(image)) => {
-            let bytes = image_bytes(image)?;
-            let tensor = Tensor::new(vec![bytes.len() as u32], ElementType::U8, bytes, usize::MAX)
-                .map_err(|e| ApiError::invalid(Some("image"), e.to_string()))?;
-            Ok((vec![Input::Binary(vec![("image".into(), tensor)])], true))
+            let input = Input::image(image_bytes(image)?).map_err(|e| ApiError::invalid(Some("image"), e.to_string()))?;
+            Ok((vec![input], true))
         }
         (None, None) => Err(ApiError::invalid(Some("prompts"), "Missing required parameter: `prompts` (or `image`)")),
     }

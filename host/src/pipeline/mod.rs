@@ -94,6 +94,14 @@ pub enum Input {
     Binary(Vec<(String, Tensor)>),
 }
 
+impl Input {
+    /// An encoded image (PNG or JPEG file bytes) as the request's `image` input, `u8 [bytes]`.
+    pub fn image(bytes: Vec<u8>) -> Result<Input, crate::compute::TensorError> {
+        let tensor = Tensor::new(vec![bytes.len() as u32], ElementType::U8, bytes, usize::MAX)?;
+        Ok(Input::Binary(vec![("image".into(), tensor)]))
+    }
+}
+
 /// One `final_output` stage's results: `outputs[i]` is what the stage produced for input `i`, in order.
 #[derive(Clone, Debug)]
 pub struct FinalOutput {
@@ -107,7 +115,8 @@ enum Engine {
     /// Logic only: the processor's items are the stage's outputs.
     None,
     Onnx(Arc<Model>),
-    Worker { model: String, manager: Arc<WorkerManager> },
+    /// A served model; its type (fixed by its name) says whether it embeds or generates.
+    Worker { model: String, worker_type: WorkerType, manager: Arc<WorkerManager> },
 }
 
 /// Counters of a stage since the pipeline loaded.
@@ -186,9 +195,9 @@ pub struct Parts<'a> {
     pub record: Option<std::path::PathBuf>,
 }
 
-fn worker_kinds(manager: Option<&Arc<WorkerManager>>, model: &str) -> Option<EngineKinds> {
+fn worker_type(manager: Option<&Arc<WorkerManager>>, model: &str) -> Option<WorkerType> {
     let (spec, _) = manager?.workers().into_iter().find(|(spec, _)| spec.name == model)?;
-    Some(kinds_of(spec.worker_type))
+    Some(spec.worker_type)
 }
 
 /// Checks a pipeline file offline, given the models a server config serves (name, type): the stage order.
@@ -218,8 +227,8 @@ pub enum BuildError {
     NoModel { pipeline: String, stage_id: u32, model: String },
     #[error("pipeline `{pipeline}` stage {stage_id}: input_processor `{processor}` did not load")]
     NoProcessor { pipeline: String, stage_id: u32, processor: String },
-    #[error("pipeline `{pipeline}` stage {stage_id}: recording to {path}")]
-    Record { pipeline: String, stage_id: u32, path: std::path::PathBuf, #[source] source: std::io::Error },
+    #[error("pipeline `{pipeline}`: recording to {path}")]
+    Record { pipeline: String, path: std::path::PathBuf, #[source] source: std::io::Error },
 }
 
 impl Pipeline {
@@ -230,17 +239,18 @@ impl Pipeline {
         if let Some(stages) = stages {
             config.stages = stages;
         }
-        let order = config.check_with(|m| worker_kinds(parts.manager.as_ref(), m), !explicit)?;
+        let order = config.check_with(|m| worker_type(parts.manager.as_ref(), m).map(kinds_of), !explicit)?;
         let name = config.name.clone();
         let index: BTreeMap<u32, usize> = config.stages.iter().enumerate().map(|(i, s)| (s.stage_id, i)).collect();
         let mut stages = Vec::with_capacity(config.stages.len());
         for s in &config.stages {
             let engine = match (&s.engine.worker, &s.engine.model) {
                 (Some(model), _) => {
-                    let manager = parts.manager.clone().filter(|m| m.get(model, None).is_some()).ok_or_else(|| {
-                        BuildError::NoWorker { pipeline: name.clone(), stage_id: s.stage_id, model: model.clone() }
-                    })?;
-                    Engine::Worker { model: model.clone(), manager }
+                    let no_worker =
+                        || BuildError::NoWorker { pipeline: name.clone(), stage_id: s.stage_id, model: model.clone() };
+                    let manager = parts.manager.clone().filter(|m| m.get(model, None).is_some()).ok_or_else(no_worker)?;
+                    let worker_type = worker_type(Some(&manager), model).ok_or_else(no_worker)?;
+                    Engine::Worker { model: model.clone(), worker_type, manager }
                 }
                 (None, Some(model)) => Engine::Onnx(parts.models.get(model).cloned().ok_or_else(|| BuildError::NoModel {
                     pipeline: name.clone(),
@@ -268,17 +278,14 @@ impl Pipeline {
             });
         }
         let recorder = match parts.record {
-            Some(dir) => Some(Recorder::new(dir.join(&name)).map_err(|(path, source)| BuildError::Record {
-                pipeline: name.clone(),
-                stage_id: 0,
-                path,
-                source,
-            })?),
+            Some(dir) => {
+                let graph = stages.iter().map(|s| (s.config.engine_input_source.clone(), s.config.stream_input)).collect();
+                let recorder = Recorder::new(dir.join(&name), graph)
+                    .map_err(|(path, source)| BuildError::Record { pipeline: name.clone(), path, source })?;
+                Some(recorder)
+            }
             None => None,
         };
-        if let Some(r) = &recorder {
-            r.set_graph(stages.iter().map(|s| (s.config.engine_input_source.clone(), s.config.stream_input)).collect());
-        }
         Ok(Pipeline {
             admission: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             serial: (!config.overlap_requests).then(|| Mutex::new(())),
@@ -451,7 +458,7 @@ impl Pipeline {
                 };
                 let Some(item) = next else { break Ok(()) };
                 let sources = vec![StageSource { stage_id: self.stages[source].config.stage_id, outputs: vec![item] }];
-                if let Err(e) = self.work(stage, request, sources, chunk, tx).await {
+                if let Err(e) = self.work(i, request, sources, chunk, tx).await {
                     break Err(self.stage_error(stage, e));
                 }
                 chunk += 1;
@@ -470,7 +477,7 @@ impl Pipeline {
             }
             match failed {
                 Some(s) => Err(source_failed(s)),
-                None => self.work(stage, request, sources, 0, tx).await.map_err(|e| self.stage_error(stage, e)),
+                None => self.work(i, request, sources, 0, tx).await.map_err(|e| self.stage_error(stage, e)),
             }
         };
         tx.send_modify(|p| p.state = if result.is_ok() { State::Done } else { State::Failed });
@@ -485,19 +492,19 @@ impl Pipeline {
     /// One processor call and the engine runs on what it returned, under the stage's permit and deadline.
     async fn work(
         &self,
-        stage: &Stage,
+        index: usize,
         request: &RequestCtx,
         sources: Vec<StageSource>,
         chunk: u32,
         tx: &watch::Sender<Progress>,
     ) -> Result<(), StageError> {
+        let stage = &self.stages[index];
         let _permit = stage.permits.acquire().await;
         stage.stats.runs.fetch_add(1, Ordering::Relaxed);
         let now = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_busy.fetch_max(now, Ordering::Relaxed);
         let _busy = Busy(&self.busy);
         let timeout_ms = stage.config.engine_args.timeout_ms;
-        let index = self.stages.iter().position(|s| std::ptr::eq(s, stage)).unwrap_or(0);
         let params = &request.params[index];
         let run = async {
             let started = Instant::now();
@@ -564,19 +571,14 @@ impl Pipeline {
                         item.tensors.into_iter().partition(|(name, _)| model.inputs.iter().any(|i| &i.name == name));
                     let mut tensors = model.run(feed).await?;
                     tensors.extend(keep);
-                    publish(StageItem { tensors, ..StageItem { tensors: Vec::new(), ..item } });
+                    publish(StageItem { tensors, ..item });
                 }
             }
-            Engine::Worker { model, manager } => {
+            Engine::Worker { model, worker_type, manager } => {
                 let worker = manager.get(model, None).ok_or_else(|| StageError::NotServed(model.clone()))?;
-                let (spec, _) = manager
-                    .workers()
-                    .into_iter()
-                    .find(|(spec, _)| &spec.name == model)
-                    .ok_or_else(|| StageError::NotServed(model.clone()))?;
                 for item in inputs {
                     let text = item.text.clone().ok_or_else(|| StageError::NoText { model: model.clone() })?;
-                    match spec.worker_type {
+                    match worker_type {
                         WorkerType::Text2vec => {
                             let out = worker.embed(vec![text], true).await?;
                             let values = out.vectors.into_iter().next().map(|e| e.values).unwrap_or_default();

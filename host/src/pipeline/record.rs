@@ -67,19 +67,14 @@ struct ItemRecord {
 /// Writes recordings under one folder.
 pub struct Recorder {
     dir: PathBuf,
-    /// Stage graph facts the recorder needs, set by the pipeline.
-    graph: std::sync::OnceLock<Vec<(Vec<u32>, bool)>>,
+    /// Each stage's sources and whether it streams, by stage index: what replay needs to rebuild a call.
+    graph: Vec<(Vec<u32>, bool)>,
 }
 
 impl Recorder {
-    pub fn new(dir: PathBuf) -> Result<Recorder, (PathBuf, std::io::Error)> {
+    pub fn new(dir: PathBuf, graph: Vec<(Vec<u32>, bool)>) -> Result<Recorder, (PathBuf, std::io::Error)> {
         std::fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
-        Ok(Recorder { dir, graph: std::sync::OnceLock::new() })
-    }
-
-    /// Tells the recorder each stage's sources and whether it streams (by stage index).
-    pub fn set_graph(&self, graph: Vec<(Vec<u32>, bool)>) {
-        let _ = self.graph.set(graph);
+        Ok(Recorder { dir, graph })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -94,7 +89,6 @@ impl Recorder {
         outputs: &[Vec<StageItem>],
     ) -> Result<(), RecordError> {
         let dir = self.dir.join(request_id);
-        let graph = self.graph.get().cloned().unwrap_or_default();
         let record = RequestRecord {
             request_id: request_id.to_string(),
             prompt: prompt.clone(),
@@ -103,7 +97,7 @@ impl Recorder {
                 .iter()
                 .enumerate()
                 .map(|(i, &stage_id)| {
-                    let (sources, stream_input) = graph.get(i).cloned().unwrap_or_default();
+                    let (sources, stream_input) = self.graph.get(i).cloned().unwrap_or_default();
                     StageRecord { stage_id, sources, stream_input, params: params.get(i).cloned().unwrap_or_default() }
                 })
                 .collect(),
