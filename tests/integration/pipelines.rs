@@ -259,23 +259,31 @@ final_output = true
     server.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_stage_fails_only_its_request_and_names_the_stage() {
-    let dir = scratch("faults");
-    let stages = r#"
+/// A server with pipeline `name`: stage 0 the scripted LLM `talker` answering `deltas` (a pause of `delay_ms`
+/// between them), stage 1 the processor `{name}-{processor}` over it, up to 4 requests at once, final.
+async fn talker_then(name: &str, processor: &str, deltas: &str, delay_ms: u64) -> omnihost::server::Running {
+    let dir = scratch(name);
+    let stages = format!(
+        r#"
 [[stages]]
 stage_id = 0
-engine = { worker = "talker" }
+engine = {{ worker = "talker" }}
 
 [[stages]]
 stage_id = 1
 engine_input_source = [0]
-input_processor = "faults-faulty"
-engine_args = { concurrency = 4 }
+input_processor = "{name}-{processor}"
+engine_args = {{ concurrency = 4 }}
 final_output = true
-"#;
-    let (_, entry) = pipeline_file(&dir, "faults", "", stages);
-    let server = start(&format!("{}\n{entry}", scripted(&[("talker", r#"["fine"]"#, 0)]))).await;
+"#
+    );
+    let (_, entry) = pipeline_file(&dir, name, "", &stages);
+    start(&format!("{}\n{entry}", scripted(&[("talker", deltas, delay_ms)]))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stage_fails_only_its_request_and_names_the_stage() {
+    let server = talker_then("faults", "faulty", r#"["fine"]"#, 0).await;
     let (url, client) = (server.url(), client());
     let prompts = ["ok 1", "omnihost-fault:trap", "ok 2", "omnihost-fault:sleep", "ok 3"];
     let runs = prompts.iter().map(|p| generate(&client, &url, "faults", json!({"prompts": [p]})));
@@ -317,21 +325,7 @@ final_output = true
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processors_swap_under_load_without_a_failed_request() {
-    let dir = scratch("swap");
-    let stages = r#"
-[[stages]]
-stage_id = 0
-engine = { worker = "talker" }
-
-[[stages]]
-stage_id = 1
-engine_input_source = [0]
-input_processor = "swap-echo"
-engine_args = { concurrency = 4 }
-final_output = true
-"#;
-    let (_, entry) = pipeline_file(&dir, "swap", "", stages);
-    let server = start(&format!("{}\n{entry}", scripted(&[("talker", r#"["steady"]"#, 5)]))).await;
+    let server = talker_then("swap", "echo", r#"["steady"]"#, 5).await;
     let (url, client) = (server.url(), client());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
