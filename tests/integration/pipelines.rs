@@ -374,13 +374,14 @@ fn omnihost_bin() -> PathBuf {
     path
 }
 
-fn omnihost(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(omnihost_bin())
-        .args(args)
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+/// Runs a command to its end, killed and failed if it takes longer than five minutes.
+async fn finish(cmd: &mut tokio::process::Command) -> std::process::Output {
+    let run = cmd.kill_on_drop(true).output();
+    tokio::time::timeout(Duration::from_secs(300), run).await.expect("the command finished within 5 minutes").unwrap()
+}
+
+async fn omnihost(args: &[&str]) -> (bool, String) {
+    let out = finish(tokio::process::Command::new(omnihost_bin()).args(args).current_dir(root()).env("RUST_LOG", "warn")).await;
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -400,7 +401,7 @@ final_output = true
 "#;
     let (file, _) = pipeline_file(&dir, "cli", "", stages);
     let file = file.to_str().unwrap();
-    let (ok, out) = omnihost(&["pipeline", "validate", file]);
+    let (ok, out) = omnihost(&["pipeline", "validate", file]).await;
     assert!(ok, "{out}");
     assert!(out.contains("pipeline `cli` is valid: stages run in the order 0 -> 1"), "{out}");
 
@@ -408,16 +409,16 @@ final_output = true
     let broken = std::fs::read_to_string(file).unwrap().replace("echo_stage_faulty.wasm", "scripted_llm.wasm");
     let broken_path = dir.join("broken.toml");
     std::fs::write(&broken_path, broken).unwrap();
-    let (ok, out) = omnihost(&["pipeline", "validate", broken_path.to_str().unwrap()]);
+    let (ok, out) = omnihost(&["pipeline", "validate", broken_path.to_str().unwrap()]).await;
     assert!(!ok && out.contains("cli-faulty") && out.contains("pipeline-processor"), "{out}");
     let cyclic = std::fs::read_to_string(file).unwrap().replace("stage_id = 0\n", "stage_id = 0\nengine_input_source = [1]\n");
     std::fs::write(&broken_path, cyclic).unwrap();
-    let (ok, out) = omnihost(&["pipeline", "validate", broken_path.to_str().unwrap()]);
+    let (ok, out) = omnihost(&["pipeline", "validate", broken_path.to_str().unwrap()]).await;
     assert!(!ok && out.contains("stage 0"), "{out}");
 
     // Run offline with recording, then replay stage 1 with the same and with another processor.
     let record = dir.join("recorded");
-    let (ok, out) = omnihost(&["pipeline", "run", file, "--prompt", "alpha", "--prompt", "beta", "--record", record.to_str().unwrap()]);
+    let (ok, out) = omnihost(&["pipeline", "run", file, "--prompt", "alpha", "--prompt", "beta", "--record", record.to_str().unwrap()]).await;
     assert!(ok, "{out}");
     let json_start = out.find('{').unwrap();
     let printed: Value = serde_json::from_str(out[json_start..].trim()).unwrap();
@@ -425,14 +426,14 @@ final_output = true
     let same = component("echo_stage.wasm");
     let (ok, out) = omnihost(&[
         "pipeline", "replay", record.to_str().unwrap(), "--pipeline", file, "--stage", "1", "--processor", same.to_str().unwrap(),
-    ]);
+    ]).await;
     assert!(ok, "{out}");
     assert!(out.contains("2 calls replayed on stage 1: 2 same, 0 changed"), "{out}");
     // The 0.1.0 passthrough processor adds no prefix: replay shows exactly what would change.
     let other = component("passthrough_stage.wasm");
     let (ok, out) = omnihost(&[
         "pipeline", "replay", record.to_str().unwrap(), "--pipeline", file, "--stage", "1", "--processor", other.to_str().unwrap(),
-    ]);
+    ]).await;
     assert!(ok, "{out}");
     assert!(out.contains("0 same, 2 changed") && out.contains(r#"text Some("[1] alpha") -> Some("alpha")"#), "{out}");
 }
@@ -442,14 +443,9 @@ fn python() -> PathBuf {
 }
 
 /// Draws `lines` with DejaVu Sans into a PNG; returns its bytes and each line's true ink box.
-fn render(dir: &Path, lines: &[&str]) -> (Vec<u8>, Vec<[f64; 4]>) {
+async fn render(dir: &Path, lines: &[&str]) -> (Vec<u8>, Vec<[f64; 4]>) {
     let path = dir.join("lines.png");
-    let out = std::process::Command::new(python())
-        .arg(root().join("tests/python/render_lines.py"))
-        .arg(&path)
-        .args(lines)
-        .output()
-        .unwrap();
+    let out = finish(tokio::process::Command::new(python()).arg(root().join("tests/python/render_lines.py")).arg(&path).args(lines)).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let boxes: Vec<[f64; 4]> = serde_json::from_slice(&out.stdout).unwrap();
     (std::fs::read(&path).unwrap(), boxes)
@@ -467,7 +463,7 @@ async fn the_ocr_pipeline_reads_rendered_lines_back_with_their_boxes() {
     use base64::Engine as _;
     let dir = scratch("ocr");
     let lines = ["Hello ONNX Runtime 2026", "The quick brown fox", "omnihost pipelines 42"];
-    let (png, truth) = render(&dir, &lines);
+    let (png, truth) = render(&dir, &lines).await;
     let server = start(&ocr_entry()).await;
     let (url, client) = (server.url(), client());
     let encoded = base64::engine::general_purpose::STANDARD.encode(&png);
@@ -499,13 +495,13 @@ async fn the_ocr_pipeline_reads_rendered_lines_back_with_their_boxes() {
     // A page longer than one recogniser batch (8 lines) reads back whole and in order.
     let many: Vec<String> = (1..=11).map(|i| format!("Line {i} of the page")).collect();
     let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
-    let (page, _) = render(&dir, &many_refs);
+    let (page, _) = render(&dir, &many_refs).await;
     let (status, body) = generate(&client, &url, "ocr", json!({"image": base64::engine::general_purpose::STANDARD.encode(&page)})).await;
     assert_eq!(status, 200, "{body}");
     let texts: Vec<&str> = body["outputs"][0]["outputs"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
     assert_eq!(texts, many_refs, "{body}");
     // A blank image has no lines.
-    let (blank, _) = render(&dir, &[" "]);
+    let (blank, _) = render(&dir, &[" "]).await;
     let (status, body) = generate(&client, &url, "ocr", json!({"image": base64::engine::general_purpose::STANDARD.encode(&blank)})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outputs"][0]["outputs"], json!([]), "{body}");
@@ -515,7 +511,7 @@ async fn the_ocr_pipeline_reads_rendered_lines_back_with_their_boxes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_ocr_request_replays_to_the_same_tensors_and_lines() {
     let dir = scratch("ocr-replay");
-    let (png, _) = render(&dir, &["Recorded once", "replayed offline"]);
+    let (png, _) = render(&dir, &["Recorded once", "replayed offline"]).await;
     std::fs::write(dir.join("page.png"), png).unwrap();
     // The offline run shares the test servers' cache of compiled components.
     let config = dir.join("server.toml");
@@ -526,14 +522,14 @@ async fn a_recorded_ocr_request_replays_to_the_same_tensors_and_lines() {
         config.display().to_string(),
     );
     let image = dir.join("page.png").display().to_string();
-    let (ok, out) = omnihost(&["pipeline", "run", &file, "--image", &image, "--record", &record, "--config", &config]);
+    let (ok, out) = omnihost(&["pipeline", "run", &file, "--image", &image, "--record", &record, "--config", &config]).await;
     assert!(ok, "{out}");
     assert!(out.contains("\"Recorded once\"") && out.contains("\"replayed offline\""), "{out}");
     // Stage 1 returns tensors (the recogniser batch, compared as .npy), stage 2 JSON from the Python processor.
     for (stage, file_name) in [("1", "ocr_crop.wasm"), ("2", "ocr_ctc.wasm")] {
         let processor = component(file_name).display().to_string();
         let (ok, out) =
-            omnihost(&["pipeline", "replay", &record, "--pipeline", &file, "--stage", stage, "--processor", &processor]);
+            omnihost(&["pipeline", "replay", &record, "--pipeline", &file, "--stage", stage, "--processor", &processor]).await;
         assert!(ok, "{out}");
         assert!(out.contains(&format!("1 calls replayed on stage {stage}: 1 same, 0 changed")), "{out}");
     }
