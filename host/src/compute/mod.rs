@@ -209,8 +209,18 @@ fn warm_up(session: &mut Session, inputs: &[IoInfo]) -> Result<(), ComputeError>
                 _ => 32,
             })
             .collect();
-        let bytes = dims.iter().map(|&d| d as usize).product::<usize>() * ty.size();
-        let tensor = Tensor::new(dims, ty, vec![0; bytes], usize::MAX)
+        let elements = dims.iter().map(|&d| d as usize).product::<usize>();
+        // Floats are 1, not 0: a float input may be a divisor (a speech model's `speed`), and zero there fails
+        // the run; integer inputs are ids and masks, for which 0 is the safe value.
+        let one: &[u8] = match ty {
+            ElementType::Fp32 => &[0x00, 0x00, 0x80, 0x3f],
+            ElementType::Fp64 => &[0, 0, 0, 0, 0, 0, 0xf0, 0x3f],
+            ElementType::Fp16 => &[0x00, 0x3c],
+            ElementType::Bf16 => &[0x80, 0x3f],
+            _ => &[],
+        };
+        let data = if one.is_empty() { vec![0; elements * ty.size()] } else { one.repeat(elements) };
+        let tensor = Tensor::new(dims, ty, data, usize::MAX)
             .map_err(|source| ComputeError::Tensor { model: "warm-up".into(), source })?;
         let value = tensor.to_ort().map_err(|source| ComputeError::Tensor { model: "warm-up".into(), source })?;
         values.push((input.name.clone(), value));

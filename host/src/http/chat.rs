@@ -319,7 +319,25 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
 async fn openai_generate(state: AppState, body: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
     let bytes = super::openai::body_bytes(body, state.settings().body_limit)?;
     let object = json_object(Ok(bytes.clone()), state.settings().body_limit)?;
-    let params = parse(&object, kind)?;
+    let mut params = parse(&object, kind)?;
+    if let (Kind::Chat, Some((pipeline, speech))) = (kind, super::speech::speaking_pipeline(&state, &params.model)) {
+        if super::speech::wants_audio(&object)? {
+            let request = super::speech::ChatRequest {
+                model: params.model.clone(),
+                messages: params.request.messages.clone(),
+                sampling: params.request.sampling.clone(),
+                n: params.n,
+                stream: params.stream,
+                include_usage: params.include_usage,
+                logprobs: params.logprobs,
+            };
+            return super::speech::chat(&object, request, pipeline, speech).await;
+        }
+        // Text only: the LLM that writes the pipeline's text answers by itself.
+        if let Some(model) = super::speech::text_model(&pipeline, &speech) {
+            params.model = model;
+        }
+    }
     let Some(worker) = local_llm(&state, &params.model)? else {
         // Not served here: a worker host that serves it answers the same request.
         let path = match kind {

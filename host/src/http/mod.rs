@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod openai;
 pub mod pipelines;
+pub mod speech;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -140,6 +141,7 @@ fn openai(state: &AppState) -> Router<AppState> {
         .route("/completions", post(chat::completions))
         .route("/pipelines", get(pipelines::list))
         .route("/pipelines/{name}/generate", post(pipelines::generate))
+        .route("/audio/speech", post(speech::speech))
         .layer(from_fn_with_state(state.clone(), auth::api_key))
         .layer(DefaultBodyLimit::max(state.settings().body_limit))
 }

@@ -156,7 +156,8 @@ pub fn pipeline_error(e: PipelineError) -> ApiError {
             };
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", Some("stage_failed"), message)
         }
-        PipelineError::SourceFailed { .. } => {
+        PipelineError::UnknownStage { .. } => ApiError::invalid(None, e.to_string()),
+        PipelineError::SourceFailed { .. } | PipelineError::Aborted { .. } => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", Some("stage_failed"), e.to_string())
         }
     }

@@ -79,6 +79,12 @@ pub enum Problem {
     DuplicateProcessor(String),
     #[error("stage {stage}: engine_args.{key} must be at least 1")]
     ZeroArg { stage: u32, key: &'static str },
+    #[error("[speech] {role} = {stage}: {why}")]
+    SpeechStage { role: &'static str, stage: u32, why: &'static str },
+    #[error("[speech] voice `{voice}` ({role}) is not one of `voices` {voices:?}")]
+    SpeechVoice { role: &'static str, voice: String, voices: Vec<String> },
+    #[error("[speech] sample_rate must be between 8000 and 192000 Hz, not {0}")]
+    SampleRate(u32),
 }
 
 /// What a request's final output of a stage holds; how the HTTP API renders it.
@@ -144,6 +150,10 @@ pub enum Chunking {
     /// One item per sentence (cut after `.`, `!`, `?`, `;`, `:` or a newline followed by white space), so the
     /// next stage starts on the first sentence while the rest is generated.
     Sentence,
+    /// Sentences, except that the first item ends at the first clause mark (`,` `;` `:` `—` and white space)
+    /// after at least four words: the next stage starts on a short phrase (a voice's first words) instead of
+    /// waiting for a long first sentence.
+    Phrase,
 }
 
 /// One stage, with vllm-omni's field names.
@@ -175,6 +185,46 @@ pub struct StageConfig {
     pub output_chunks: Chunking,
 }
 
+/// A pipeline that speaks: how OpenAI's `/v1/audio/speech` and chat with audio output map onto its stages.
+///
+/// The `text_stage` writes what is said (an LLM's reply; `/v1/audio/speech` gives its `input` in place of the
+/// stage's outputs, cut into sentences, and the stage does not run); the `audio_stage`'s items carry the
+/// audio as the f32 tensor `audio_tensor` at `sample_rate`, one chunk per item, in order, and their `text` is
+/// what each chunk says. The request's voice (an alias resolved) and speed reach the audio stage's processor as
+/// its sampling parameters `voice` and `speed`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeechConfig {
+    pub text_stage: u32,
+    pub audio_stage: u32,
+    #[serde(default = "default_audio_tensor")]
+    pub audio_tensor: String,
+    pub sample_rate: u32,
+    /// The voices the audio stage can speak in.
+    pub voices: Vec<String>,
+    pub default_voice: String,
+    /// Other names for voices (OpenAI's `alloy`, `nova`, ... so the `openai` clients' examples work).
+    #[serde(default)]
+    pub voice_aliases: BTreeMap<String, String>,
+}
+
+fn default_audio_tensor() -> String {
+    "audio".into()
+}
+
+impl SpeechConfig {
+    /// The voice a request's `voice` names, by its own name or an alias.
+    pub fn voice(&self, name: &str) -> Option<&str> {
+        let name = self.voice_aliases.get(name).map_or(name, String::as_str);
+        self.voices.iter().find(|v| v.as_str() == name).map(String::as_str)
+    }
+
+    /// Every name a request may use: the voices, then the aliases.
+    pub fn voice_names(&self) -> Vec<&str> {
+        self.voices.iter().chain(self.voice_aliases.keys()).map(String::as_str).collect()
+    }
+}
+
 /// A pipeline file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +246,8 @@ pub struct PipelineConfig {
     /// every stage back to back: the baseline the pipelining is measured against.
     #[serde(default = "default_true")]
     pub overlap_requests: bool,
+    #[serde(default)]
+    pub speech: Option<SpeechConfig>,
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
@@ -347,6 +399,9 @@ impl PipelineConfig {
             return Err(self.invalid(Problem::NoFinalOutput));
         }
         let order = self.topological(&index)?;
+        if let Some(speech) = &self.speech {
+            self.check_speech(speech, &index)?;
+        }
         // Edge types: without a processor, what a source produces must be what the engine takes.
         let kinds = |s: &StageConfig| -> EngineKinds {
             match (&s.engine.worker, &s.engine.model) {
@@ -391,6 +446,40 @@ impl PipelineConfig {
             }
         }
         Ok(order)
+    }
+
+    fn check_speech(&self, speech: &SpeechConfig, index: &HashMap<u32, usize>) -> Result<(), PipelineConfigError> {
+        let stage = |role, id: u32| -> Result<&StageConfig, PipelineConfigError> {
+            let s = index.get(&id).map(|&i| &self.stages[i]);
+            s.ok_or_else(|| self.invalid(Problem::SpeechStage { role, stage: id, why: "no such stage" }))
+        };
+        let text = stage("text_stage", speech.text_stage)?;
+        let audio = stage("audio_stage", speech.audio_stage)?;
+        if !(text.final_output && text.final_output_type == OutputType::Text) {
+            let why = "the text stage must be a final output of type text (it is the reply's text)";
+            return Err(self.invalid(Problem::SpeechStage { role: "text_stage", stage: text.stage_id, why }));
+        }
+        if !(audio.final_output && audio.final_output_type == OutputType::Audio) {
+            let why = "the audio stage must be a final output of type audio";
+            return Err(self.invalid(Problem::SpeechStage { role: "audio_stage", stage: audio.stage_id, why }));
+        }
+        if audio.engine_input_source != [text.stage_id] || !audio.stream_input {
+            let why = "the audio stage must consume the text stage alone, with stream_input (audio per sentence)";
+            return Err(self.invalid(Problem::SpeechStage { role: "audio_stage", stage: audio.stage_id, why }));
+        }
+        if !(8000..=192_000).contains(&speech.sample_rate) {
+            return Err(self.invalid(Problem::SampleRate(speech.sample_rate)));
+        }
+        let unknown = |role, voice: &str| {
+            self.invalid(Problem::SpeechVoice { role, voice: voice.to_string(), voices: speech.voices.clone() })
+        };
+        if !speech.voices.contains(&speech.default_voice) {
+            return Err(unknown("default_voice", &speech.default_voice));
+        }
+        if let Some(target) = speech.voice_aliases.values().find(|v| !speech.voices.contains(v)) {
+            return Err(unknown("the target of an alias", target));
+        }
+        Ok(())
     }
 
     fn topological(&self, index: &HashMap<u32, usize>) -> Result<Vec<usize>, PipelineConfigError> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 
 use crate::compute::{ComputeError, ElementType, Model, Tensor};
 use crate::config::WorkerType;
@@ -27,7 +27,7 @@ use crate::plugin::{CallError, Plugin, StageItem, StageRequest, StageSource};
 use crate::worker::generate::{Event, SequenceError};
 use crate::worker::manager::WorkerManager;
 use crate::worker::WorkerError;
-pub use config::{OutputType, PipelineConfig, PipelineConfigError, StageConfig};
+pub use config::{OutputType, PipelineConfig, PipelineConfigError, SpeechConfig, StageConfig};
 use config::{Chunking, EngineKinds, Kind};
 use record::Recorder;
 
@@ -85,6 +85,10 @@ pub enum PipelineError {
     Stage { pipeline: String, stage_id: u32, #[source] source: StageError },
     #[error("pipeline `{pipeline}` stage {stage_id}: its source stage {source_id} failed")]
     SourceFailed { pipeline: String, stage_id: u32, source_id: u32 },
+    #[error("pipeline `{pipeline}` has no stage {stage_id}")]
+    UnknownStage { pipeline: String, stage_id: u32 },
+    #[error("pipeline `{pipeline}`: the request's run ended without a result")]
+    Aborted { pipeline: String },
 }
 
 /// One input of a pipeline request: a text prompt, or named binary inputs (an encoded image as `image`).
@@ -92,6 +96,9 @@ pub enum PipelineError {
 pub enum Input {
     Prompt(String),
     Binary(Vec<(String, Tensor)>),
+    /// A conversation: an LLM engine of the first stage reads it whole; processors see the last user message
+    /// as the prompt.
+    Chat(Vec<decoding::ChatMessage>),
 }
 
 impl Input {
@@ -109,6 +116,61 @@ pub struct FinalOutput {
     pub final_output_type: OutputType,
     pub outputs: Vec<Vec<StageItem>>,
 }
+
+/// What a streamed request reports, as it happens.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// Text a final text stage's LLM just wrote, before it is cut into items (for clients that show it as it
+    /// is written).
+    Delta { stage_id: u32, text: String },
+    /// An item of a `final_output` stage, as soon as the stage produced it.
+    Item { stage_id: u32, item: StageItem },
+    /// Every stage is done; nothing follows.
+    Done,
+    /// The request failed; nothing follows.
+    Failed(PipelineError),
+}
+
+/// Outputs given in place of a stage's: the stage does not run, nor do the stages that only feed it, and the
+/// stages it feeds start from these items (OpenAI's `/v1/audio/speech` speaks its `input` without the LLM).
+#[derive(Clone, Debug)]
+pub struct Given {
+    pub stage_id: u32,
+    pub items: Vec<StageItem>,
+}
+
+/// A request running in the background, streaming its events. Dropping it cancels the request: its stages
+/// stop at their next await and an LLM stage frees its batch row.
+pub struct RequestStream {
+    events: mpsc::UnboundedReceiver<StreamEvent>,
+    task: tokio::task::AbortHandle,
+    pipeline: String,
+    ended: bool,
+}
+
+impl RequestStream {
+    /// The next event; after `Done` or `Failed`, `None`.
+    pub async fn next(&mut self) -> Option<StreamEvent> {
+        if self.ended {
+            return None;
+        }
+        let event = match self.events.recv().await {
+            Some(event) => event,
+            // The run's task ended without saying how: it panicked.
+            None => StreamEvent::Failed(PipelineError::Aborted { pipeline: self.pipeline.clone() }),
+        };
+        self.ended = matches!(event, StreamEvent::Done | StreamEvent::Failed(_));
+        Some(event)
+    }
+}
+
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Tap = mpsc::UnboundedSender<StreamEvent>;
 
 /// What runs a stage's inputs.
 enum Engine {
@@ -344,22 +406,7 @@ impl Pipeline {
     /// concurrently, stages overlapping) and returns one output per `final_output` stage, in stage-id order.
     /// `sampling_params_list` must have one object per stage, in config order.
     pub async fn generate(&self, inputs: Vec<Input>, sampling_params_list: Vec<Value>) -> Result<Vec<FinalOutput>, PipelineError> {
-        if sampling_params_list.len() != self.stages.len() {
-            return Err(PipelineError::ParamsLength {
-                pipeline: self.name.clone(),
-                expected: self.stages.len(),
-                actual: sampling_params_list.len(),
-            });
-        }
-        let mut params = Vec::with_capacity(self.stages.len());
-        for (index, (p, stage)) in sampling_params_list.into_iter().zip(&self.stages).enumerate() {
-            let Value::Object(given) = p else {
-                return Err(PipelineError::BadParams { index, found: json_kind(&p) });
-            };
-            let mut merged = stage.defaults.clone();
-            merged.extend(given);
-            params.push(Value::Object(merged).to_string());
-        }
+        let params = self.merged_params(sampling_params_list)?;
         if inputs.is_empty() {
             return Err(PipelineError::NoInputs);
         }
@@ -371,8 +418,7 @@ impl Pipeline {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        let params = Arc::new(params);
-        let runs = inputs.into_iter().map(|input| self.run_request(input, params.clone()));
+        let runs = inputs.into_iter().map(|input| self.run_request(input, params.clone(), None, None));
         let results = futures::future::join_all(runs).await;
         let mut per_input = Vec::with_capacity(results.len());
         for r in results {
@@ -391,18 +437,120 @@ impl Pipeline {
             .collect())
     }
 
+    /// Runs one input in the background and streams what its final stages produce as they produce it
+    /// (`generate` for one input, as events). `given` stands in for a stage's outputs.
+    pub fn stream(
+        self: &Arc<Self>,
+        input: Input,
+        sampling_params_list: Vec<Value>,
+        given: Option<Given>,
+    ) -> Result<RequestStream, PipelineError> {
+        let params = self.merged_params(sampling_params_list)?;
+        let given = match given {
+            Some(g) => {
+                let index = self.stages.iter().position(|s| s.config.stage_id == g.stage_id).ok_or_else(|| {
+                    PipelineError::UnknownStage { pipeline: self.name.clone(), stage_id: g.stage_id }
+                })?;
+                Some((index, g.items))
+            }
+            None => None,
+        };
+        let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
+            return Err(PipelineError::Overloaded { pipeline: self.name.clone(), limit: self.config.max_in_flight });
+        };
+        let (tx, events) = mpsc::unbounded_channel();
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _admitted = admitted;
+            let _serial = match &this.serial {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
+            let result = this.run_request(input, params, Some(tx.clone()), given).await;
+            let _ = tx.send(match result {
+                Ok(_) => StreamEvent::Done,
+                Err(e) => StreamEvent::Failed(e),
+            });
+        });
+        Ok(RequestStream { events, task: task.abort_handle(), pipeline: self.name.clone(), ended: false })
+    }
+
+    /// Each stage's sampling parameters as JSON: its defaults with the request's entry on top, key by key.
+    fn merged_params(&self, sampling_params_list: Vec<Value>) -> Result<Arc<Vec<String>>, PipelineError> {
+        if sampling_params_list.len() != self.stages.len() {
+            return Err(PipelineError::ParamsLength {
+                pipeline: self.name.clone(),
+                expected: self.stages.len(),
+                actual: sampling_params_list.len(),
+            });
+        }
+        let mut params = Vec::with_capacity(self.stages.len());
+        for (index, (p, stage)) in sampling_params_list.into_iter().zip(&self.stages).enumerate() {
+            let Value::Object(given) = p else {
+                return Err(PipelineError::BadParams { index, found: json_kind(&p) });
+            };
+            let mut merged = stage.defaults.clone();
+            merged.extend(given);
+            params.push(Value::Object(merged).to_string());
+        }
+        Ok(Arc::new(params))
+    }
+
+    /// Which stages do not run when `given` stands in for a stage: that stage, and the stages that feed only
+    /// stages that do not run.
+    fn skipped(&self, given: usize) -> Vec<bool> {
+        let mut skip = vec![false; self.stages.len()];
+        skip[given] = true;
+        // In reverse topological order a stage's consumers are decided before it.
+        for &i in self.order.iter().rev() {
+            let consumers: Vec<usize> =
+                self.stages.iter().enumerate().filter(|(_, s)| s.sources.contains(&i)).map(|(j, _)| j).collect();
+            if !consumers.is_empty() && consumers.iter().all(|&j| skip[j]) {
+                skip[i] = true;
+            }
+        }
+        skip
+    }
+
     /// Runs one input through every stage; returns each stage's items, by stage index.
-    async fn run_request(&self, input: Input, params: Arc<Vec<String>>) -> Result<Vec<Vec<StageItem>>, PipelineError> {
+    async fn run_request(
+        &self,
+        input: Input,
+        params: Arc<Vec<String>>,
+        tap: Option<Tap>,
+        given: Option<(usize, Vec<StageItem>)>,
+    ) -> Result<Vec<Vec<StageItem>>, PipelineError> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("{}-{:x}-{n}", self.name, std::process::id());
-        let (prompt, inputs) = match input {
-            Input::Prompt(p) => (Some(p), Vec::new()),
-            Input::Binary(inputs) => (None, inputs),
+        let (prompt, inputs, messages) = match input {
+            Input::Prompt(p) => (Some(p), Vec::new(), Vec::new()),
+            Input::Binary(inputs) => (None, inputs, Vec::new()),
+            Input::Chat(messages) => {
+                let last = messages.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone());
+                (last, Vec::new(), messages)
+            }
         };
-        let request = RequestCtx { request_id, prompt, inputs, params, processed: std::sync::Mutex::new(Vec::new()) };
+        let request =
+            RequestCtx { request_id, prompt, inputs, messages, params, tap, processed: std::sync::Mutex::new(Vec::new()) };
         let channels: Vec<(watch::Sender<Progress>, watch::Receiver<Progress>)> =
             self.stages.iter().map(|_| watch::channel(Progress::default())).collect();
-        let tasks = self.order.iter().map(|&i| self.run_stage(i, &request, &channels));
+        let mut skip = vec![false; self.stages.len()];
+        if let Some((index, items)) = given {
+            skip = self.skipped(index);
+            let stage = &self.stages[index];
+            if let (true, Some(tap)) = (stage.config.final_output, &request.tap) {
+                for item in &items {
+                    let _ = tap.send(StreamEvent::Item { stage_id: stage.config.stage_id, item: item.clone() });
+                }
+            }
+            channels[index].0.send_modify(|p| p.items = items);
+        }
+        for (i, (tx, _)) in channels.iter().enumerate() {
+            if skip[i] {
+                tx.send_modify(|p| p.state = State::Done);
+            }
+        }
+        let tasks = self.order.iter().filter(|&&i| !skip[i]).map(|&i| self.run_stage(i, &request, &channels));
         let results = futures::future::join_all(tasks).await;
         // The first stage that failed on its own says why; the stages after it only report their source.
         let mut first_error = None;
@@ -535,7 +683,7 @@ impl Pipeline {
                 request.processed.lock().unwrap_or_else(|p| p.into_inner()).push((index, chunk, inputs.clone()));
             }
             let started = Instant::now();
-            let result = self.run_engine(stage, inputs, params, tx).await;
+            let result = self.run_engine(stage, inputs, request, params, tx).await;
             stage.stats.engine_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             result
         };
@@ -549,10 +697,23 @@ impl Pipeline {
         &self,
         stage: &Stage,
         inputs: Vec<StageItem>,
+        request: &RequestCtx,
         params: &str,
         tx: &watch::Sender<Progress>,
     ) -> Result<(), StageError> {
-        let publish = |item: StageItem| tx.send_modify(|p| p.items.push(item));
+        let stage_id = stage.config.stage_id;
+        let tap = request.tap.as_ref().filter(|_| stage.config.final_output);
+        let publish = |item: StageItem| {
+            if let Some(tap) = tap {
+                let _ = tap.send(StreamEvent::Item { stage_id, item: item.clone() });
+            }
+            tx.send_modify(|p| p.items.push(item));
+        };
+        let on_delta = |text: &str| {
+            if let Some(tap) = tap.filter(|_| stage.config.final_output_type == OutputType::Text) {
+                let _ = tap.send(StreamEvent::Delta { stage_id, text: text.to_string() });
+            }
+        };
         match &stage.engine {
             Engine::None => {
                 for item in inputs {
@@ -588,8 +749,13 @@ impl Pipeline {
                             publish(StageItem { tensors: vec![("embedding".into(), tensor)], ..item });
                         }
                         _ => {
+                            // A conversation reaches the first stage's LLM whole, system prompt and turns alike.
+                            let messages = match (stage.sources.is_empty() && stage.processor.is_none(), request.messages.is_empty()) {
+                                (true, false) => request.messages.clone(),
+                                _ => vec![decoding::ChatMessage { role: "user".into(), content: text }],
+                            };
                             let request = decoding::GenerationRequest {
-                                messages: vec![decoding::ChatMessage { role: "user".into(), content: text }],
+                                messages,
                                 prompt: String::new(),
                                 sampling: sampling(params)?,
                                 choice: 0,
@@ -598,7 +764,7 @@ impl Pipeline {
                             let Some(events) = generation.streams.into_iter().next() else {
                                 return Err(StageError::Truncated);
                             };
-                            generate_items(events, stage.config.output_chunks, &publish).await?;
+                            generate_items(events, stage.config.output_chunks, &publish, &on_delta).await?;
                         }
                     }
                 }
@@ -622,8 +788,12 @@ struct RequestCtx {
     request_id: String,
     prompt: Option<String>,
     inputs: Vec<(String, Tensor)>,
+    /// The conversation of a chat request (empty otherwise).
+    messages: Vec<decoding::ChatMessage>,
     /// Each stage's sampling parameters (JSON), by stage index.
     params: Arc<Vec<String>>,
+    /// Where a streamed request's events go.
+    tap: Option<Tap>,
     /// What each processor returned (stage index, chunk, items), kept only while recording.
     processed: std::sync::Mutex<Vec<(usize, u32, Vec<StageItem>)>>,
 }
@@ -633,37 +803,98 @@ async fn generate_items(
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     chunking: Chunking,
     publish: &impl Fn(StageItem),
+    on_delta: &impl Fn(&str),
 ) -> Result<(), StageError> {
     let mut pending = String::new();
+    let mut published = 0usize;
     while let Some(event) = events.recv().await {
         match event {
             Event::Delta { text, .. } => {
+                on_delta(&text);
                 pending.push_str(&text);
-                if chunking == Chunking::Sentence {
-                    while let Some(end) = sentence_end(&pending) {
+                if chunking != Chunking::Whole {
+                    loop {
+                        let end = match (chunking, published) {
+                            (Chunking::Phrase, 0) => match (clause_end(&pending, FIRST_PHRASE_WORDS), sentence_end(&pending)) {
+                                (Some(c), Some(s)) => Some(c.min(s)),
+                                (c, s) => c.or(s),
+                            },
+                            _ => sentence_end(&pending),
+                        };
+                        let Some(end) = end else { break };
                         let rest = pending.split_off(end);
-                        let sentence = std::mem::replace(&mut pending, rest);
-                        publish(StageItem { text: Some(sentence), ..StageItem::default() });
+                        let chunk = std::mem::replace(&mut pending, rest);
+                        publish(StageItem { text: Some(chunk), ..StageItem::default() });
+                        published += 1;
                     }
                 }
             }
-            Event::Done { finish, .. } => {
-                if chunking == Chunking::Whole || !pending.is_empty() {
-                    publish(StageItem {
-                        text: Some(pending),
-                        finish_reason: Some(finish.as_str().to_string()),
-                        ..StageItem::default()
-                    });
-                } else {
-                    // The last sentence already went out; its stream still needs to say how it ended.
-                    publish(StageItem { text: Some(String::new()), finish_reason: Some(finish.as_str().to_string()), ..StageItem::default() });
-                }
+            Event::Done { finish, prompt_tokens, completion_tokens } => {
+                // The last item says how the generation ended and what it counted (the usage of an answer).
+                // When the last sentence already went out, it is an empty text.
+                publish(StageItem {
+                    text: Some(pending),
+                    finish_reason: Some(finish.as_str().to_string()),
+                    json: Some(json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}).to_string()),
+                    ..StageItem::default()
+                });
                 return Ok(());
             }
             Event::Failed(e) => return Err(e.into()),
         }
     }
     Err(StageError::Truncated)
+}
+
+/// Words a first phrase holds at least before a clause mark may end it (`output_chunks = "phrase"`).
+const FIRST_PHRASE_WORDS: usize = 4;
+
+/// The byte offset just past the first clause mark (`,` `;` `:` `—` `–`) that has at least `min_words` words
+/// before it and white space after it, when the text after it has started.
+fn clause_end(text: &str, min_words: usize) -> Option<usize> {
+    let mut words = 0;
+    let mut in_word = false;
+    let mut chars = text.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c.is_whitespace() {
+            in_word = false;
+            continue;
+        }
+        if !in_word {
+            in_word = true;
+            words += 1;
+        }
+        if matches!(c, ',' | ';' | ':' | '—' | '–') && words >= min_words {
+            let mut end = None;
+            while let Some(&(j, w)) = chars.peek() {
+                if !w.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                end = Some(j + w.len_utf8());
+            }
+            if let (Some(end), Some(_)) = (end, chars.peek()) {
+                return Some(end);
+            }
+            in_word = false;
+        }
+    }
+    None
+}
+
+/// A whole text cut into sentences the way an LLM stage with `output_chunks = "sentence"` cuts its output;
+/// the pieces concatenate to the text.
+pub fn sentences(text: &str) -> Vec<String> {
+    let mut rest = text;
+    let mut out = Vec::new();
+    while let Some(end) = sentence_end(rest) {
+        out.push(rest[..end].to_string());
+        rest = &rest[end..];
+    }
+    if !rest.is_empty() {
+        out.push(rest.to_string());
+    }
+    out
 }
 
 /// The byte offset just past the first complete sentence of `text` (its end mark and the white space after
@@ -865,6 +1096,22 @@ mod tests {
         assert_eq!(sentence_end("Hello there. "), None);
         assert_eq!(sentence_end("Pi is 3.14 today"), None);
         assert_eq!(sentence_end("Wait! Go"), Some(6));
+    }
+
+    #[test]
+    fn a_first_phrase_ends_at_a_clause_mark_after_four_words() {
+        assert_eq!(clause_end("Bonjour, I am glad", 4), None);
+        assert_eq!(clause_end("Bonjour, I am glad to see you, my friend", 4), Some(31));
+        assert_eq!(clause_end("It costs 3,000 euros a year, they say", 4), Some(29));
+        assert_eq!(clause_end("One two three four, ", 4), None);
+    }
+
+    #[test]
+    fn sentences_concatenate_to_the_text() {
+        let text = "First one. Second one! Third, with a comma, and no end";
+        let parts = sentences(text);
+        assert_eq!(parts, vec!["First one. ", "Second one! ", "Third, with a comma, and no end"]);
+        assert_eq!(parts.concat(), text);
     }
 
     #[test]
