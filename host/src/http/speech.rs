@@ -254,8 +254,10 @@ pub async fn speech(State(state): State<AppState>, body: Result<Bytes, BytesReje
     let given = Given { stage_id: speech.text_stage, items };
     let mut stream = pipeline.stream(Input::Prompt(input), params, Some(given)).map_err(pipeline_error)?;
     let first = first_audio(&mut stream, &speech).await?.unwrap_or_default();
-    let header = (format == Format::Wav).then(|| wav_header(speech.sample_rate, None)).unwrap_or_default();
-    let first = [header, first].concat();
+    let first = match format {
+        Format::Wav => [wav_header(speech.sample_rate, None), first].concat(),
+        Format::Pcm => first,
+    };
 
     struct Body {
         stream: RequestStream,
