@@ -1,6 +1,7 @@
-//! Side-by-side benchmarks, run by `cargo xtask bench embed`, `cargo xtask bench registry` (see `registry.rs`) and
-//! `cargo xtask bench generate` (see `generate.rs`) and `cargo xtask bench pipeline` (see `pipeline.rs`). Every figure is printed as a ratio against a
-//! baseline measured in the same run, on the same machine, on the same sentences.
+//! Side-by-side benchmarks, run by `cargo xtask bench embed`, `cargo xtask bench registry` (see `registry.rs`),
+//! `cargo xtask bench generate` (see `generate.rs`), `cargo xtask bench pipeline` (see `pipeline.rs`) and
+//! `cargo xtask bench speech` (see `speech.rs`). Every figure is printed as a ratio against a baseline measured in
+//! the same run, on the same machine, on the same sentences.
 //!
 //! (a) raw ONNX Runtime from Rust with native `tokenizers`: the limit;
 //! (b) omnihost in process: the WebAssembly adapter tokenising and pooling, the host running the model;
@@ -24,6 +25,7 @@ use tokenizers::Tokenizer;
 mod generate;
 mod pipeline;
 mod registry;
+mod speech;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
 const BATCHES: [usize; 2] = [1, 32];
@@ -369,6 +371,7 @@ async fn main() -> Result<()> {
         "registry" => registry::registry_bench().await,
         "generate" => generate::generate_bench().await,
         "pipeline" => pipeline::pipeline_bench().await,
-        other => bail!("unknown benchmark `{other}` (known: embed, registry, generate, pipeline)"),
+        "speech" => speech::speech_bench().await,
+        other => bail!("unknown benchmark `{other}` (known: embed, registry, generate, pipeline, speech)"),
     }
 }

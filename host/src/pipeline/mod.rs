@@ -846,6 +846,12 @@ async fn generate_items(
     Err(StageError::Truncated)
 }
 
+/// Passes the closing quotes and brackets right after an end mark (`He said "no." Then`): they belong to the
+/// piece the mark ends.
+fn skip_closers(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) {
+    while chars.next_if(|&(_, c)| matches!(c, '"' | '\'' | '”' | '’' | ')' | ']' | '»' | '」')).is_some() {}
+}
+
 /// Words a first phrase holds at least before a clause mark may end it (`output_chunks = "phrase"`).
 const FIRST_PHRASE_WORDS: usize = 4;
 
@@ -865,6 +871,7 @@ fn clause_end(text: &str, min_words: usize) -> Option<usize> {
             words += 1;
         }
         if matches!(c, ',' | ';' | ':' | '—' | '–') && words >= min_words {
+            skip_closers(&mut chars);
             let mut end = None;
             while let Some(&(j, w)) = chars.peek() {
                 if !w.is_whitespace() {
@@ -903,6 +910,7 @@ fn sentence_end(text: &str) -> Option<usize> {
     let mut chars = text.char_indices().peekable();
     while let Some((_, c)) = chars.next() {
         if matches!(c, '.' | '!' | '?' | ';' | ':' | '\n' | '。' | '！' | '？') {
+            skip_closers(&mut chars);
             let mut end = None;
             while let Some(&(j, w)) = chars.peek() {
                 if w.is_whitespace() {
@@ -1096,6 +1104,7 @@ mod tests {
         assert_eq!(sentence_end("Hello there. "), None);
         assert_eq!(sentence_end("Pi is 3.14 today"), None);
         assert_eq!(sentence_end("Wait! Go"), Some(6));
+        assert_eq!(sentence_end("He said \"no.\" Then"), Some(14));
     }
 
     #[test]
@@ -1104,6 +1113,7 @@ mod tests {
         assert_eq!(clause_end("Bonjour, I am glad to see you, my friend", 4), Some(31));
         assert_eq!(clause_end("It costs 3,000 euros a year, they say", 4), Some(29));
         assert_eq!(clause_end("One two three four, ", 4), None);
+        assert_eq!(clause_end("Bees make \"honey production,\" a process", 4), Some(30));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 pub mod g2p;
 pub mod kokoro;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 pub use g2p::phonemize;
