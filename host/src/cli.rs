@@ -45,9 +45,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The config file.
-    #[arg(long, env = "OMNIHOST_CONFIG", default_value = "examples/omnihost.toml")]
-    pub config: PathBuf,
+    /// The config file. Without one, `controller` and `api` run on defaults (an SQLite registry under
+    /// ./.omnihost, loopback), and `serve` uses ./examples/omnihost.toml when run from a checkout.
+    #[arg(long, env = "OMNIHOST_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to listen on (overrides `server.listen`).
     #[arg(long, env = "OMNIHOST_LISTEN")]
     pub listen: Option<String>,

@@ -93,6 +93,9 @@ pub struct ServerConfig {
     pub api_keys: Vec<Secret>,
     /// Token for `/admin`; without one, `/admin` answers on loopback only.
     pub admin_token: Option<Secret>,
+    /// On SIGTERM or Ctrl-C, how long requests and streams already running may take to finish (new connections
+    /// are refused at once); past it they are cut off and the process exits anyway.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             max_inputs_per_request: 2048,
             api_keys: Vec::new(),
             admin_token: None,
+            shutdown_grace_ms: 30_000,
         }
     }
 }

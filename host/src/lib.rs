@@ -7,10 +7,12 @@
 //! - [`registry`]: model instances and their health: memory, SQLite and PostgreSQL stores, the sweeper.
 //! - [`plugin`]: the wasmtime runtime: limits, the warm instance pool, hot swap and rollback.
 //! - [`compute`]: ONNX Runtime sessions on dedicated threads, execution providers, host tensors.
-//! - [`config`], [`server`]: the config file and the assembly of all of the above into a running server.
+//! - [`config`], [`server`]: the config file and the assembly of all of the above into a running server;
+//!   [`error`]: the cause-chain helper every layer logs with.
 
 pub mod compute;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod pipeline;
 pub mod plugin;

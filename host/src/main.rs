@@ -12,7 +12,25 @@ use serde_json::{Value, json};
 #[path = "cli.rs"]
 mod omnihost_cli;
 
-fn main() -> Result<()> {
+/// The example a checkout serves when `serve` is given no config.
+const EXAMPLE_CONFIG: &str = "examples/omnihost.toml";
+
+/// Prints a failure as one line of causes; a backtrace only when asked for with `RUST_LIB_BACKTRACE=1`
+/// (`RUST_BACKTRACE` is often set for panics, and an operator's error is not a panic).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if std::env::var_os("RUST_LIB_BACKTRACE").is_some_and(|v| v == "1") {
+                eprintln!("\n{}", e.backtrace());
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -35,8 +53,28 @@ fn main() -> Result<()> {
     })
 }
 
+/// The config a role runs with: the one given, the checkout's example for `serve`, or (for the roles that serve
+/// no models of their own) the defaults.
+fn role_config(path: Option<&std::path::Path>, role: Role) -> Result<Config> {
+    let example = std::path::Path::new(EXAMPLE_CONFIG);
+    let path = match (path, role) {
+        (Some(path), _) => path,
+        (None, Role::Serve) if example.is_file() => example,
+        (None, Role::Controller | Role::Api) => {
+            return Ok(Config { base_dir: std::env::current_dir()?, ..Config::default() });
+        }
+        (None, _) => bail!(
+            "no config file: `omnihost {}` serves the models a config lists. Pass --config FILE (or set \
+             OMNIHOST_CONFIG); examples/omnihost.toml in the omnihost repository is one to start from, and \
+             `cargo xtask serve` in a checkout sets up its models and serves it",
+            if role == Role::Worker { "worker" } else { "serve" }
+        ),
+    };
+    Config::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
 async fn serve(args: ServeArgs, role: Role) -> Result<()> {
-    let mut config = Config::load(&args.config).with_context(|| format!("loading {}", args.config.display()))?;
+    let mut config = role_config(args.config.as_deref(), role)?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
@@ -66,11 +104,23 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     omnihost::server::check_listen(addr, &config, role)?;
     tracing::info!(role = ?role, "listening on http://{addr} (ready once models and plugins are loaded: GET /health/ready)");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        // SIGTERM is how service managers and `docker stop` ask; Ctrl-C is how a person does.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("Ctrl-C: shutting down");
+            }
+        }
     };
     omnihost::server::serve(config, role, listener, shutdown).await.map_err(|e| {
-        anyhow::anyhow!("{}", omnihost::http::error::chain(&e))
+        anyhow::anyhow!("{}", omnihost::error::chain(&e))
     })
 }
 
@@ -90,7 +140,7 @@ async fn load_offline(config: &Config) -> Result<std::sync::Arc<omnihost::http::
     let addr: std::net::SocketAddr = "127.0.0.1:9".parse()?;
     let services = omnihost::server::load(config, Role::Serve, addr)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{}", omnihost::error::chain(&e)))?;
     Ok(std::sync::Arc::new(services))
 }
 
@@ -102,7 +152,7 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
     use omnihost::pipeline::{Input, PipelineConfig};
     match command {
         PipelineCommand::Validate { file, config } => {
-            let pipeline = PipelineConfig::load(&file).map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            let pipeline = PipelineConfig::load(&file).map_err(|e| anyhow::anyhow!("{}", omnihost::error::chain(&e)))?;
             let served: Vec<(String, omnihost::config::WorkerType)> = match &config {
                 Some(path) => Config::load(path)
                     .with_context(|| format!("loading {}", path.display()))?
@@ -112,14 +162,14 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
                     .collect(),
                 None => Vec::new(),
             };
-            let order = omnihost::pipeline::check(&pipeline, &served).map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            let order = omnihost::pipeline::check(&pipeline, &served).map_err(|e| anyhow::anyhow!("{}", omnihost::error::chain(&e)))?;
             let data_dir = std::env::temp_dir().join("omnihost-validate");
             let engine = std::sync::Arc::new(omnihost::plugin::PluginEngine::new(&data_dir, 256 << 20, false)?);
             for p in &pipeline.processors {
                 let path = pipeline.resolve(&p.component);
                 omnihost::plugin::check_world(&engine, &path, &p.name, p.world)
                     .await
-                    .map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+                    .map_err(|e| anyhow::anyhow!("{}", omnihost::error::chain(&e)))?;
             }
             let ids: Vec<String> = order.iter().map(|&i| pipeline.stages[i].stage_id.to_string()).collect();
             println!("pipeline `{}` is valid: stages run in the order {}", pipeline.name, ids.join(" -> "));
@@ -141,12 +191,12 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
                 Some(text) => serde_json::from_str(&text).context("--sampling-params-list must be a JSON list")?,
                 None => vec![json!({}); pipeline.stage_ids().len()],
             };
-            let finals = pipeline.generate(inputs, params).await.map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            let finals = pipeline.generate(inputs, params).await.map_err(|e| anyhow::anyhow!("{}", omnihost::error::chain(&e)))?;
             let outputs = omnihost::pipeline::outputs_json(finals, single);
             println!("{}", serde_json::to_string_pretty(&json!({"outputs": outputs}))?);
         }
         PipelineCommand::Replay { dir, pipeline, stage, processor } => {
-            let file = PipelineConfig::load(&pipeline).map_err(|e| anyhow::anyhow!("{}", omnihost::http::error::chain(&e)))?;
+            let file = PipelineConfig::load(&pipeline).map_err(|e| anyhow::anyhow!("{}", omnihost::error::chain(&e)))?;
             let spec = file.stages.iter().find(|s| s.stage_id == stage).with_context(|| format!("the pipeline has no stage {stage}"))?;
             let name = spec.input_processor.clone().with_context(|| format!("stage {stage} has no input_processor"))?;
             let mut plugin = file.processors.iter().find(|p| p.name == name).cloned().with_context(|| format!("no processor `{name}`"))?;

@@ -375,6 +375,7 @@ async fn serve_with_state(
     check_listen(addr, &config, role)?;
     let app = http::router(state.clone());
     let (failed_tx, failed_rx) = oneshot::channel::<()>();
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let loader_state = state.clone();
     let loader = tokio::spawn(async move {
         match load(&config, role, addr).await {
@@ -384,7 +385,7 @@ async fn serve_with_state(
                 Ok(())
             }
             Err(e) => {
-                let text = http::error::chain(&e);
+                let text = crate::error::chain(&e);
                 tracing::error!(error = %text, "loading failed");
                 loader_state.set_failed(text);
                 let _ = failed_tx.send(());
@@ -392,16 +393,27 @@ async fn serve_with_state(
             }
         }
     });
+    let (stopping_tx, stopping_rx) = oneshot::channel::<()>();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             Ok(()) = failed_rx => {}
         }
+        let _ = stopping_tx.send(());
     };
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(ServerError::Serve)?;
+    // Graceful: the listener closes at once, requests and streams already running finish, up to the grace.
+    let serving = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(stop);
+    let grace_over = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serving => served.map_err(ServerError::Serve)?,
+        () = grace_over => tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running when the shutdown grace ran out were cut off"),
+    }
     if loader.is_finished() {
         loader.await??;
     } else {
@@ -412,7 +424,7 @@ async fn serve_with_state(
         if let Some(manager) = services.resolver.local()
             && let Err(e) = manager.stop().await
         {
-            tracing::warn!(error = %http::error::chain(&e), "stopping the workers");
+            tracing::warn!(error = %crate::error::chain(&e), "stopping the workers");
         }
         if let Some(sweeper) = &services.sweeper {
             sweeper.stop().await;

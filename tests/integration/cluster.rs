@@ -390,3 +390,78 @@ async fn an_api_server_routes_chat_to_the_worker_host_that_serves_the_llm() {
     let response = client.post(format!("{}/v1/chat/completions", api.url)).json(&bad).send().await.unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_starts_from_an_empty_folder_and_sigterm_lets_a_stream_finish_then_deregisters() {
+    let dir = scratch("sigterm");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    // `serve` without a config, away from a checkout, says what it needs in one line and no backtrace.
+    let out = Command::new(bin()).arg("serve").current_dir(&empty).env_remove("OMNIHOST_CONFIG").env("RUST_BACKTRACE", "1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.starts_with("error: no config file") && stderr.contains("--config"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+
+    // The controller needs no config at all: defaults, with its registry under ./.omnihost of an empty folder.
+    let cport = free_port();
+    let mut controller = Command::new(bin());
+    controller
+        .args(["controller", "--listen", &format!("127.0.0.1:{cport}")])
+        .current_dir(&empty)
+        .env_remove("OMNIHOST_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("controller.log")).unwrap());
+    let controller = Proc { child: controller.spawn().unwrap(), url: format!("http://127.0.0.1:{cport}"), port: cport, args: vec![], log: dir.join("controller.log") }
+        .ready()
+        .await;
+    assert!(empty.join(".omnihost").is_dir(), "the controller keeps its registry under the folder it runs in");
+
+    // A worker host serving a slow scripted LLM: 20 deltas, 100 ms apart.
+    let deltas: Vec<String> = (0..20).map(|i| format!("\"w{i} \"")).collect();
+    let scripted = crate::pipelines::scripted(&[("slow", &format!("[{}]", deltas.join(",")), 100)]);
+    let wconf = dir.join("worker.toml");
+    std::fs::write(&wconf, common::config_text("shutdown_grace_ms = 20000", &scripted)).unwrap();
+    let wport = free_port();
+    let mut worker = Proc::spawn(&dir, "worker", wport, &["worker", "--config", wconf.to_str().unwrap(), "--controller", &controller.url]).ready().await;
+    wait_for("the LLM registering", Duration::from_secs(10), async || healthy_ports(&controller.url, "slow@llm").await == vec![u64::from(wport)]).await;
+
+    // SIGTERM once the stream has started: the stream still ends whole, new connections are refused meanwhile,
+    // the process exits 0 and its instance is down in the controller at once (not after a heartbeat timeout).
+    let client = common::client();
+    let body = json!({"model": "slow", "messages": [{"role": "user", "content": "go"}], "stream": true});
+    let mut response = client.post(format!("{}/v1/chat/completions", worker.url)).json(&body).send().await.unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    let status = Command::new("kill").args(["-TERM", &worker.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    // Meanwhile, a new client is turned away (polled, for at most the stream's own length).
+    let probe = {
+        let url = format!("{}/health/live", worker.url);
+        tokio::spawn(async move {
+            let client = common::client();
+            for _ in 0..40 {
+                if client.get(&url).send().await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        })
+    };
+    let mut rest = first.to_vec();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.contains("w19 ") && text.trim_end().ends_with("data: [DONE]"), "the stream was cut: {text}");
+    assert!(probe.await.unwrap(), "new connections were still accepted during the shutdown");
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = worker.child.wait();
+        (worker, status)
+    });
+    let (_worker, status) = tokio::time::timeout(Duration::from_secs(30), exited).await.expect("the worker exited").unwrap();
+    assert!(status.unwrap().success(), "the worker did not exit 0 after SIGTERM");
+    // Deregistered (kept, marked down) by the worker itself: the controller's sweeper would take 15 s.
+    wait_for("the worker deregistering", Duration::from_secs(3), async || healthy_ports(&controller.url, "slow@llm").await.is_empty()).await;
+}

@@ -90,8 +90,13 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some(code), message)
     }
 
-    fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, message)
+    /// A server-side failure whose cause (database errors, paths, library text) stays in the log: the client
+    /// gets what failed and an id to find the log line by.
+    fn hidden(status: StatusCode, code: &'static str, what: &str, e: &dyn std::error::Error) -> Self {
+        use std::hash::BuildHasher;
+        let id = format!("{:016x}", std::collections::hash_map::RandomState::new().hash_one(what));
+        tracing::error!(error_id = %id, error = %chain(e), "{what} failed");
+        Self::new(status, "server_error", Some(code), format!("{what} failed (error id {id}; the server log has the cause)"))
     }
 }
 
@@ -106,13 +111,9 @@ impl From<WireError> for ApiError {
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        let message = chain(&e);
         match e {
             RegistryError::Invalid(invalid) => ApiError::from(WireError::Invalid(invalid)),
-            _ => {
-                tracing::error!(error = %message, "registry failure");
-                ApiError::unavailable("registry_unavailable", message)
-            }
+            other => ApiError::hidden(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", "the registry", &other),
         }
     }
 }
@@ -128,9 +129,11 @@ impl From<ManagerError> for ApiError {
             }
             ManagerError::BadParam { .. } => ApiError::invalid(Some("params"), message),
             ManagerError::Register { .. } | ManagerError::Deregister { .. } => {
-                ApiError::unavailable("registry_unavailable", message)
+                ApiError::hidden(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", "registering with the registry", &e)
             }
-            ManagerError::Apply { .. } | ManagerError::Persist { .. } => ApiError::internal(message),
+            ManagerError::Apply { .. } | ManagerError::Persist { .. } => {
+                ApiError::hidden(StatusCode::INTERNAL_SERVER_ERROR, "worker_manager_error", "the worker manager", &e)
+            }
         }
     }
 }
@@ -162,20 +165,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The full cause chain, for logs and for admin responses (operators need the reason a swap failed).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use crate::error::chain;
 
 impl From<CallError> for ApiError {
     fn from(e: CallError) -> Self {
@@ -240,8 +230,7 @@ impl From<SequenceError> for ApiError {
             SequenceError::Plugin(call) => call.into(),
             SequenceError::Guest(guest) => CallError::Guest(guest).into(),
             SequenceError::Compute(_) | SequenceError::Step(_) => {
-                tracing::error!(error = %chain(&e), "generation failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", Some("generation_failed"), e.to_string())
+                ApiError::hidden(StatusCode::INTERNAL_SERVER_ERROR, "generation_failed", "generation", &e)
             }
         }
     }
@@ -262,10 +251,66 @@ impl From<PluginError> for ApiError {
                 code: Some("invalid_component"),
                 ..ApiError::invalid(None, message)
             },
-            _ => {
-                tracing::error!(error = %message, "plugin administration failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, message)
-            }
+            other => ApiError::hidden(StatusCode::INTERNAL_SERVER_ERROR, "plugin_admin_error", "plugin administration", &other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_code(e: impl Into<ApiError>) -> (u16, Option<&'static str>, Option<&'static str>) {
+        let e = e.into();
+        (e.status.as_u16(), e.code, e.param)
+    }
+
+    #[test]
+    fn plugin_failures_map_to_their_statuses() {
+        let plugin = || "p".to_string();
+        assert_eq!(status_code(CallError::Guest(GuestError::InvalidInput("empty".into()))), (400, None, None));
+        assert_eq!(status_code(CallError::Guest(GuestError::Unsupported("rerank".into()))), (501, Some("unsupported"), None));
+        assert_eq!(status_code(CallError::Guest(GuestError::Internal("bug".into()))), (500, Some("plugin_error"), None));
+        assert_eq!(status_code(CallError::Timeout { plugin: plugin(), after_ms: 5 }), (504, Some("plugin_timeout"), None));
+        assert_eq!(status_code(CallError::MemoryLimit { plugin: plugin(), cap_mib: 64 }), (500, Some("plugin_memory_limit"), None));
+        assert_eq!(status_code(CallError::OutOfFuel { plugin: plugin() }), (500, Some("plugin_out_of_fuel"), None));
+        assert_eq!(status_code(CallError::Closed(plugin())), (503, Some("plugin_unavailable"), None));
+        let trap = CallError::Trap { plugin: plugin(), source: "unreachable executed\nwasm backtrace: ...".into() };
+        let e = ApiError::from(trap);
+        assert_eq!(e.message, "plugin `p` trapped: unreachable executed", "the guest backtrace stays in the log");
+    }
+
+    #[test]
+    fn worker_and_routing_failures_map_to_their_statuses() {
+        let model = || "m".to_string();
+        assert_eq!(status_code(WorkerError::Overloaded { model: model(), capacity: 4 }), (429, Some("rate_limit_exceeded"), None));
+        assert_eq!(status_code(WorkerError::ConcurrencyLimit { model: model(), limit: 4 }), (429, Some("rate_limit_exceeded"), None));
+        assert_eq!(status_code(WorkerError::Stopped(model())), (503, Some("model_unavailable"), None));
+        assert_eq!(status_code(WorkerError::Unsupported { model: model(), operation: "rerank" }), (501, Some("unsupported"), None));
+        let long = WorkerError::ContextLength { model: model(), prompt_tokens: 9000, capacity: 2048 };
+        assert_eq!(status_code(long), (400, Some("context_length_exceeded"), Some("messages")));
+        assert_eq!(status_code(RouteError::NotFound(model())), (404, Some("model_not_found"), Some("model")));
+        assert_eq!(status_code(RouteError::NoHealthy { model: model(), worker_type: "llm" }), (503, Some("no_healthy_instance"), None));
+        let remote = RouteError::Remote {
+            address: "10.0.0.2:8080".into(),
+            status: 400,
+            body: json!({"error": {"message": "`temperature` must be between 0 and 2"}}),
+        };
+        let e = ApiError::from(remote);
+        assert_eq!((e.status.as_u16(), e.kind, e.message.as_str()), (400, "invalid_request_error", "`temperature` must be between 0 and 2"));
+    }
+
+    #[test]
+    fn server_side_causes_stay_out_of_the_body() {
+        let e = ApiError::from(RegistryError::Refused {
+            url: "http://10.1.2.3:8000".into(),
+            status: 500,
+            message: "password authentication failed for user omnihost".into(),
+        });
+        assert_eq!((e.status.as_u16(), e.code), (503, Some("registry_unavailable")));
+        assert!(!e.message.contains("password") && !e.message.contains("10.1.2.3"), "{}", e.message);
+        assert!(e.message.contains("error id"), "{}", e.message);
+        let invalid = ApiError::from(RegistryError::Invalid(crate::registry::InvalidInstance::EmptyHost));
+        assert_eq!(invalid.status.as_u16(), 400);
     }
 }

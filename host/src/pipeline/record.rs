@@ -278,7 +278,7 @@ pub async fn replay(dir: &Path, stage_id: u32, processor: &Plugin) -> Result<Vec
             let expected = read_items(&request_dir.join(format!("stage-{stage_id}/processed/{chunk}")))?;
             let changes = match processor.current().process(request, sources).await {
                 Ok(got) => compare(&expected, &got),
-                Err(e) => vec![format!("the processor failed: {}", crate::http::error::chain(&e))],
+                Err(e) => vec![format!("the processor failed: {}", crate::error::chain(&e))],
             };
             diffs.push(ReplayDiff { request_id: record.request_id.clone(), chunk, changes });
         }

@@ -55,7 +55,7 @@ impl Sweeper {
                 let leading = match reg.lead().await {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::warn!(error = %crate::http::error::chain(&e), "registry leader election failed");
+                        tracing::warn!(error = %crate::error::chain(&e), "registry leader election failed");
                         false
                     }
                 };
@@ -74,7 +74,7 @@ impl Sweeper {
                             tracing::info!(unhealthy = sweep.marked_unhealthy, evicted = sweep.evicted, "registry sweep");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %crate::http::error::chain(&e), "registry sweep failed"),
+                    Err(e) => tracing::warn!(error = %crate::error::chain(&e), "registry sweep failed"),
                 }
             }
         });

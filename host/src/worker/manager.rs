@@ -223,7 +223,7 @@ impl WorkerManager {
             let name = format!("{}@{}", spec.name, spec.worker_type.name());
             match self.startup_inner(spec).await {
                 Ok(()) => tracing::info!(model = %name, "restarted a model started before the last shutdown"),
-                Err(e) => tracing::error!(model = %name, error = %crate::http::error::chain(&e), "a remembered model did not start"),
+                Err(e) => tracing::error!(model = %name, error = %crate::error::chain(&e), "a remembered model did not start"),
             }
         }
         Ok(())
@@ -273,7 +273,7 @@ impl WorkerManager {
                 Ok(()) => messages.push(format!("{}: {} ok", key_text(&key), action.name())),
                 Err(e) => {
                     success = false;
-                    let text = crate::http::error::chain(&e);
+                    let text = crate::error::chain(&e);
                     tracing::warn!(model = %key_text(&key), action = action.name(), error = %text, "worker action failed");
                     messages.push(format!("{}: {} failed: {text}", key_text(&key), action.name()));
                 }
@@ -358,7 +358,7 @@ impl WorkerManager {
                 loop {
                     tick.tick().await;
                     if let Err(e) = registry.heartbeat(&instance).await {
-                        tracing::warn!(model = %instance.id.key(), error = %crate::http::error::chain(&e), "heartbeat failed");
+                        tracing::warn!(model = %instance.id.key(), error = %crate::error::chain(&e), "heartbeat failed");
                     }
                 }
             });
