@@ -8,12 +8,13 @@
 //! - [`plugin`]: the wasmtime runtime: limits, the warm instance pool, hot swap and rollback.
 //! - [`compute`]: ONNX Runtime sessions on dedicated threads, execution providers, host tensors.
 //! - [`config`], [`server`]: the config file and the assembly of all of the above into a running server;
-//!   [`error`]: the cause-chain helper every layer logs with.
+//!   [`error`]: the cause-chain helper every layer logs with; [`metrics`]: what `GET /metrics` shows.
 
 pub mod compute;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod registry;

@@ -373,6 +373,7 @@ async fn serve_with_state(
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     check_listen(addr, &config, role)?;
+    crate::metrics::install();
     let app = http::router(state.clone());
     let (failed_tx, failed_rx) = oneshot::channel::<()>();
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);

@@ -102,3 +102,46 @@ async fn a_component_built_for_wit_0_1_0_is_served_by_a_0_1_2_host() {
     assert_eq!(body["data"][0]["embedding"], json!([5.0]));
     server.stop().await.unwrap();
 }
+
+/// The value of the sample of `name` whose labels include every one of `labels` (0 when there is none).
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_when_requests_are_served_and_plugins_trap() {
+    let server = start(&faulty_config()).await;
+    let (client, url) = (client(), server.url());
+    let scrape = async || client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    // The recorder is shared by every server in this process: compare before and after, not absolute values.
+    let before = scrape().await;
+    for _ in 0..3 {
+        embed(&client, &url, &["A man is eating food."]).await;
+    }
+    let (status, _) = embed_raw(&client, &url, json!({"model": "faulty", "input": "trap"})).await;
+    assert_eq!(status, 500);
+    let (status, _) = embed_raw(&client, &url, json!({"model": "nobody", "input": "x"})).await;
+    assert_eq!(status, 404);
+    let after = scrape().await;
+    let moved = |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
+    let route = "route=\"/v1/embeddings\"";
+    assert_eq!(moved("omnihost_http_requests_total", &[route, "status=\"200\""]), 3.0, "{after}");
+    assert_eq!(moved("omnihost_http_requests_total", &[route, "status=\"500\""]), 1.0, "{after}");
+    assert_eq!(moved("omnihost_http_requests_total", &[route, "status=\"404\""]), 1.0, "{after}");
+    assert_eq!(moved("omnihost_model_requests_total", &[&format!("model=\"{MODEL}\""), "outcome=\"ok\""]), 3.0);
+    assert_eq!(moved("omnihost_model_requests_total", &["model=\"faulty\"", "outcome=\"plugin_trap\""]), 1.0);
+    assert_eq!(moved("omnihost_plugin_calls_total", &["plugin=\"faulty\"", "outcome=\"trap\""]), 1.0, "{after}");
+    assert!(moved("omnihost_plugin_calls_total", &["plugin=\"embed-minilm\"", "outcome=\"ok\""]) >= 3.0);
+    assert!(moved("omnihost_tokens_total", &[&format!("model=\"{MODEL}\""), "direction=\"in\""]) >= 3.0 * 7.0);
+    assert!(moved("omnihost_batch_size_count", &[&format!("model=\"{MODEL}\"")]) >= 1.0, "{after}");
+    assert!(moved("omnihost_plugin_call_duration_seconds_count", &["plugin=\"faulty\""]) >= 1.0);
+    // The process and the build are there, in Prometheus's text format.
+    assert!(sample(&after, "process_resident_memory_bytes", &[]) > 1e6, "{after}");
+    assert!(after.contains("# TYPE omnihost_http_requests_total counter"), "{after}");
+    assert_eq!(sample(&after, "omnihost_build_info", &[]), 1.0);
+    server.stop().await.unwrap();
+}

@@ -51,7 +51,9 @@ pub async fn heartbeat(State(state): State<AppState>, body: Result<Bytes, BytesR
     let body = json_object(body, state.settings().body_limit)?;
     let instance = wire::instance_from_json(&body)?;
     let registry = registry(&state)?;
-    Ok(Json(registry.heartbeat(&instance).await?).into_response())
+    let answer = registry.heartbeat(&instance).await?;
+    crate::metrics::heartbeats(1);
+    Ok(Json(answer).into_response())
 }
 
 /// `DELETE /api/controller/models?model_name=&host=&port=&remove_from_registry=`.

@@ -96,3 +96,40 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         }
     }
 }
+
+/// `GET /metrics`: Prometheus text. Before the server is ready it still answers, with what there is so far.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut snapshot = crate::metrics::Snapshot::default();
+    if let Readiness::Ready(services) = state.readiness() {
+        if let Some(registry) = &services.registry {
+            let query = crate::registry::Query { model_name: None, worker_type: None, healthy_only: false };
+            match registry.list(&query).await {
+                Ok(instances) => {
+                    let healthy = instances.iter().filter(|i| i.healthy).count() as u64;
+                    snapshot.instances = Some((healthy, instances.len() as u64 - healthy));
+                }
+                Err(e) => tracing::warn!(error = %crate::error::chain(&e), "metrics: listing the registry"),
+            }
+        }
+        if let Some(sweeper) = &services.sweeper {
+            use std::sync::atomic::Ordering::Relaxed;
+            let stats = sweeper.stats();
+            let counts = (stats.passes.load(Relaxed), stats.marked_unhealthy.load(Relaxed), stats.evicted.load(Relaxed));
+            snapshot.sweeper = Some((counts.0, counts.1, counts.2, sweeper.is_leader()));
+        }
+        for pipeline in services.pipelines.iter() {
+            for s in pipeline.stage_info() {
+                snapshot.stages.push(crate::metrics::StageSample {
+                    pipeline: pipeline.name.clone(),
+                    stage_id: s.stage_id,
+                    runs: s.runs,
+                    failures: s.failures,
+                    processor_seconds: s.processor_ms / 1e3,
+                    engine_seconds: s.engine_ms / 1e3,
+                });
+            }
+        }
+    }
+    let body = crate::metrics::render(&snapshot);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}

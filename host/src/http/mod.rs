@@ -146,6 +146,20 @@ fn openai(state: &AppState) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(state.settings().body_limit))
 }
 
+/// Counts every request by its route (the pattern, not the path, so ids do not explode the label set), method
+/// and status, and times it to the response's head.
+async fn count_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::http_request(&route, &method, response.status().as_u16(), started.elapsed());
+    response
+}
+
 /// The whole application. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the
 /// loopback-only admin rule can see the peer.
 pub fn router(state: AppState) -> Router {
@@ -183,7 +197,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/admin", admin)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/metrics", get(health::metrics).layer(from_fn_with_state(state.clone(), auth::cluster)))
         .fallback(|| async { ApiError::not_found("not_found", "No such route") })
+        .layer(axum::middleware::from_fn(count_request))
         .with_state(state)
 }
 

@@ -143,12 +143,28 @@ impl Instances {
         // The epoch deadline stops guest code; this outer timeout also bounds time spent waiting on the host
         // (a compute queue), with one tick of slack so the epoch trap wins when both fire.
         let budget = Duration::from_millis(self.limits.timeout_ms) + TICK * 2;
+        let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(budget, f(&instance.exports, &mut instance.store)).await;
-        match outcome {
+        let result = match outcome {
             Err(_) => Err(CallError::Timeout { plugin: self.ctx.plugin.clone(), after_ms: self.limits.timeout_ms }),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.classify(&instance.store, e)),
-        }
+        };
+        let fuel = if self.engine.fuel {
+            instance.store.get_fuel().ok().map(|left| self.limits.fuel.unwrap_or(u64::MAX).saturating_sub(left))
+        } else {
+            None
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CallError::Trap { .. }) => "trap",
+            Err(CallError::Timeout { .. }) => "timeout",
+            Err(CallError::MemoryLimit { .. }) => "memory_limit",
+            Err(CallError::OutOfFuel { .. }) => "out_of_fuel",
+            Err(_) => "error",
+        };
+        crate::metrics::plugin_call(&self.ctx.plugin, &self.ctx.version, outcome, started.elapsed(), fuel);
+        result
     }
 
     fn classify(&self, store: &Store<PluginState>, e: wasmtime::Error) -> CallError {

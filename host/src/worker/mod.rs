@@ -19,7 +19,7 @@ pub mod remote;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -63,6 +63,7 @@ pub struct EmbedOutput {
 struct Job {
     texts: Vec<String>,
     truncate: bool,
+    queued_at: Instant,
     reply: oneshot::Sender<Result<EmbedOutput, WorkerError>>,
 }
 
@@ -87,7 +88,8 @@ impl Worker {
         let capacity = batch.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let slots = Arc::new(Semaphore::new(plugin.limits().max_concurrency.max(1)));
-        tokio::spawn(batcher(rx, plugin.clone(), slots, batch.max_batch.max(1), Duration::from_millis(batch.max_delay_ms)));
+        let max_delay = Duration::from_millis(batch.max_delay_ms);
+        tokio::spawn(batcher(spec.name.clone(), rx, plugin.clone(), slots, batch.max_batch.max(1), max_delay));
         let limit = spec.concurrency_limit.max(1);
         Arc::new(Worker {
             model: spec.name.clone(),
@@ -125,9 +127,18 @@ impl Worker {
 
     /// Embeds `texts`, batched with other requests. Fails at once with `Overloaded` when the queue is full.
     pub async fn embed(&self, texts: Vec<String>, truncate: bool) -> Result<EmbedOutput, WorkerError> {
+        let result = self.embed_queued(texts, truncate).await;
+        crate::metrics::model_request(&self.model, "embeddings", outcome(&result));
+        if let Ok(out) = &result {
+            crate::metrics::tokens(&self.model, "in", out.vectors.iter().map(|v| u64::from(v.tokens)).sum());
+        }
+        result
+    }
+
+    async fn embed_queued(&self, texts: Vec<String>, truncate: bool) -> Result<EmbedOutput, WorkerError> {
         let _permit = self.admit()?;
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Job { texts, truncate, reply }).map_err(|e| match e {
+        self.tx.try_send(Job { texts, truncate, queued_at: Instant::now(), reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 WorkerError::Overloaded { model: self.model.clone(), capacity: self.queue_capacity }
             }
@@ -138,6 +149,12 @@ impl Worker {
 
     /// Scores documents against a query (not batched: one call per request).
     pub async fn rerank(&self, query: String, documents: Vec<String>) -> Result<(Vec<f32>, String), WorkerError> {
+        let result = self.rerank_checked(query, documents).await;
+        crate::metrics::model_request(&self.model, "rerank", outcome(&result));
+        result
+    }
+
+    async fn rerank_checked(&self, query: String, documents: Vec<String>) -> Result<(Vec<f32>, String), WorkerError> {
         let _permit = self.admit()?;
         let version = self.plugin.current();
         let supports = version.adapter.as_ref().is_some_and(|a| a.worker_types.iter().any(|t| t == "reranker"));
@@ -191,6 +208,14 @@ impl Worker {
     /// Starts generating `n` choices for `request`. Errors that concern the request (a bad prompt, a full
     /// queue) come back here, before any event; failures after that arrive as [`Event::Failed`].
     pub async fn generate(&self, request: decoding::GenerationRequest, n: u32) -> Result<Generation, WorkerError> {
+        let result = self.generate_started(request, n).await;
+        crate::metrics::model_request(&self.model, "generation", outcome(&result));
+        let mut generation = result?;
+        generation.streams = std::mem::take(&mut generation.streams).into_iter().map(|s| counted(&self.model, s)).collect();
+        Ok(generation)
+    }
+
+    async fn generate_started(&self, request: decoding::GenerationRequest, n: u32) -> Result<Generation, WorkerError> {
         let permit = self.admit()?;
         let version = self.plugin.current();
         let supports = version.adapter.as_ref().is_some_and(|a| a.worker_types.iter().any(|t| t == "llm"));
@@ -291,9 +316,46 @@ fn spawn_plugin_driven(
     rx
 }
 
+/// How a model request ended, as the metrics label it.
+fn outcome<T>(result: &Result<T, WorkerError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(WorkerError::Overloaded { .. } | WorkerError::ConcurrencyLimit { .. }) => "overloaded",
+        Err(WorkerError::Stopped(_)) => "stopped",
+        Err(WorkerError::Unsupported { .. }) => "unsupported",
+        Err(WorkerError::ContextLength { .. }) => "context_length",
+        Err(WorkerError::Call(CallError::Guest(crate::plugin::GuestError::InvalidInput(_)))) => "invalid_input",
+        Err(WorkerError::Call(CallError::Timeout { .. })) => "plugin_timeout",
+        Err(WorkerError::Call(CallError::Trap { .. })) => "plugin_trap",
+        Err(WorkerError::Call(_)) => "plugin_error",
+    }
+}
+
+/// Passes a generation's events on, counting the stream as running until it ends and its tokens when it is
+/// done. A client that goes away is noticed at the next event, and the scheduler then frees the row.
+fn counted(model: &str, mut events: mpsc::UnboundedReceiver<Event>) -> mpsc::UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let model = model.to_string();
+    crate::metrics::streams(&model, 1.0);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let Event::Done { prompt_tokens, completion_tokens, .. } = &event {
+                crate::metrics::tokens(&model, "in", u64::from(*prompt_tokens));
+                crate::metrics::tokens(&model, "out", u64::from(*completion_tokens));
+            }
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+        crate::metrics::streams(&model, -1.0);
+    });
+    rx
+}
+
 /// Gathers queued requests into batches. It takes a request off the queue only once the plugin has room for
 /// another call, so a saturated plugin fills the queue and callers get a 429 instead of piling up unseen.
 async fn batcher(
+    model: String,
     mut rx: mpsc::Receiver<Job>,
     plugin: Arc<Plugin>,
     slots: Arc<Semaphore>,
@@ -323,10 +385,16 @@ async fn batcher(
         let counter = in_flight.clone();
         counter.fetch_add(1, Ordering::AcqRel);
         let plugin = plugin.clone();
+        crate::metrics::queue_depth(&model, rx.len());
+        let model = model.clone();
         tokio::spawn(async move {
             for group in [truncating, strict] {
                 if !group.is_empty() {
+                    let texts = group.iter().map(|j| j.texts.len()).sum();
+                    let queued = group.iter().map(|j| j.queued_at.elapsed()).max().unwrap_or_default();
+                    let started = Instant::now();
                     run_batch(&plugin, group).await;
+                    crate::metrics::batch(&model, texts, queued, started.elapsed());
                 }
             }
             counter.fetch_sub(1, Ordering::AcqRel);
