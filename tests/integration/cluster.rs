@@ -397,7 +397,9 @@ async fn a_controller_starts_from_an_empty_folder_and_sigterm_lets_a_stream_fini
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     // `serve` without a config, away from a checkout, says what it needs in one line and no backtrace.
-    let out = Command::new(bin()).arg("serve").current_dir(&empty).env_remove("OMNIHOST_CONFIG").env("RUST_BACKTRACE", "1").output().unwrap();
+    let mut serve = tokio::process::Command::new(bin());
+    serve.arg("serve").current_dir(&empty).env_remove("OMNIHOST_CONFIG").env("RUST_BACKTRACE", "1").kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), serve.output()).await.expect("`serve` without a config exits").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.starts_with("error: no config file") && stderr.contains("--config"), "{stderr}");
@@ -456,12 +458,14 @@ async fn a_controller_starts_from_an_empty_folder_and_sigterm_lets_a_stream_fini
     let text = String::from_utf8_lossy(&rest);
     assert!(text.contains("w19 ") && text.trim_end().ends_with("data: [DONE]"), "the stream was cut: {text}");
     assert!(probe.await.unwrap(), "new connections were still accepted during the shutdown");
-    let exited = tokio::task::spawn_blocking(move || {
-        let status = worker.child.wait();
-        (worker, status)
-    });
-    let (_worker, status) = tokio::time::timeout(Duration::from_secs(30), exited).await.expect("the worker exited").unwrap();
-    assert!(status.unwrap().success(), "the worker did not exit 0 after SIGTERM");
+    // Polled, so a worker that never exits fails the test (and is killed on drop) instead of hanging it.
+    let mut status = None;
+    wait_for("the worker exiting", Duration::from_secs(30), async || {
+        status = worker.child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    assert!(status.is_some_and(|s| s.success()), "the worker did not exit 0 after SIGTERM: {status:?}");
     // Deregistered (kept, marked down) by the worker itself: the controller's sweeper would take 15 s.
     wait_for("the worker deregistering", Duration::from_secs(3), async || healthy_ports(&controller.url, "slow@llm").await.is_empty()).await;
 }

@@ -51,13 +51,13 @@ impl Kind {
 }
 
 /// A checked generation request.
-struct Params {
-    model: String,
-    request: GenerationRequest,
-    n: u32,
-    stream: bool,
-    include_usage: bool,
-    logprobs: bool,
+pub(super) struct Params {
+    pub(super) model: String,
+    pub(super) request: GenerationRequest,
+    pub(super) n: u32,
+    pub(super) stream: bool,
+    pub(super) include_usage: bool,
+    pub(super) logprobs: bool,
 }
 
 fn number(body: &Map<String, Value>, field: &'static str) -> Result<Option<f64>, ApiError> {
@@ -286,11 +286,11 @@ fn parse(body: &Map<String, Value>, kind: Kind) -> Result<Params, ApiError> {
 }
 
 /// A request id in OpenAI's style.
-fn request_id(prefix: &str) -> String {
+pub(super) fn request_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}{:08x}", RandomState::new().hash_one(0u8), std::process::id())
 }
 
-fn now_unix() -> u64 {
+pub(super) fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -322,16 +322,7 @@ async fn openai_generate(state: AppState, body: Result<Bytes, BytesRejection>, k
     let mut params = parse(&object, kind)?;
     if let (Kind::Chat, Some((pipeline, speech))) = (kind, super::speech::speaking_pipeline(&state, &params.model)) {
         if super::speech::wants_audio(&object)? {
-            let request = super::speech::ChatRequest {
-                model: params.model.clone(),
-                messages: params.request.messages.clone(),
-                sampling: params.request.sampling.clone(),
-                n: params.n,
-                stream: params.stream,
-                include_usage: params.include_usage,
-                logprobs: params.logprobs,
-            };
-            return super::speech::chat(&object, request, pipeline, speech).await;
+            return super::speech::chat(&object, params, pipeline, speech).await;
         }
         // Text only: the LLM that writes the pipeline's text answers by itself.
         if let Some(model) = super::speech::text_model(&pipeline, &speech) {
@@ -514,7 +505,7 @@ async fn collect(generation: Generation, params: &Params, kind: Kind) -> Result<
     }))
 }
 
-fn sse_line(value: &Value) -> Bytes {
+pub(super) fn sse_line(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
 

@@ -21,13 +21,14 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::chat::{Params, now_unix, request_id, sse_line};
 use super::error::ApiError;
 use super::openai::{json_object, required_string};
 use super::pipelines::pipeline_error;
 use crate::compute::ElementType;
 use crate::pipeline::{Given, Input, Pipeline, RequestStream, SpeechConfig, StreamEvent, sentences};
 use crate::plugin::StageItem;
-use crate::plugin::bindings::decoding::{ChatMessage, Sampling};
+use crate::plugin::bindings::decoding::Sampling;
 
 /// OpenAI's limit on `input`.
 const MAX_INPUT_CHARS: usize = 4096;
@@ -192,16 +193,8 @@ async fn first_audio(stream: &mut RequestStream, speech: &SpeechConfig) -> Resul
     }
 }
 
-fn sse_line(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
-}
-
 fn error_event(e: &ApiError) -> Value {
     json!({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}})
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn streamed(content_type: &str, stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Response {
@@ -337,17 +330,6 @@ pub fn text_model(pipeline: &Pipeline, speech: &SpeechConfig) -> Option<String> 
     pipeline.config.stages.iter().find(|s| s.stage_id == speech.text_stage).and_then(|s| s.engine.worker.clone())
 }
 
-/// What a chat with audio needs from the parsed request.
-pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<ChatMessage>,
-    pub sampling: Sampling,
-    pub n: u32,
-    pub stream: bool,
-    pub include_usage: bool,
-    pub logprobs: bool,
-}
-
 /// The text stage's sampling parameters as a pipeline stage reads them.
 fn sampling_json(s: &Sampling) -> Value {
     let mut map = Map::new();
@@ -374,9 +356,9 @@ fn sampling_json(s: &Sampling) -> Value {
 }
 
 /// `POST /v1/chat/completions` with `modalities: ["text", "audio"]` on a speaking pipeline.
-pub async fn chat(
+pub(super) async fn chat(
     body: &Map<String, Value>,
-    request: ChatRequest,
+    request: Params,
     pipeline: Arc<Pipeline>,
     speech: SpeechConfig,
 ) -> Result<Response, ApiError> {
@@ -401,11 +383,11 @@ pub async fn chat(
         }
         Some(_) => return Err(ApiError::invalid(Some("audio"), "`audio` must be an object such as {\"voice\": \"alloy\", \"format\": \"wav\"}")),
     };
-    let params = params_list(&pipeline, &speech, sampling_json(&request.sampling), &voice, 1.0);
-    let stream = pipeline.stream(Input::Chat(request.messages.clone()), params, None).map_err(pipeline_error)?;
+    let params = params_list(&pipeline, &speech, sampling_json(&request.request.sampling), &voice, 1.0);
+    let stream = pipeline.stream(Input::Chat(request.request.messages), params, None).map_err(pipeline_error)?;
     let reply = Reply {
-        id: format!("chatcmpl-{}", uuid_like()),
-        audio_id: format!("audio_{}", uuid_like()),
+        id: request_id("chatcmpl"),
+        audio_id: request_id("audio"),
         created: now_unix(),
         model: request.model.clone(),
         sample_rate: speech.sample_rate,
@@ -426,12 +408,6 @@ struct Reply {
     model: String,
     sample_rate: u32,
     format: Format,
-}
-
-fn uuid_like() -> String {
-    use std::hash::BuildHasher;
-    let state = std::collections::hash_map::RandomState::new();
-    format!("{:016x}{:016x}", state.hash_one(1u8), state.hash_one(2u8))
 }
 
 fn usage_json(usage: Option<&Value>) -> Value {
