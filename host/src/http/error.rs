@@ -186,6 +186,7 @@ impl From<CallError> for ApiError {
             | CallError::StepCount { .. } => {
                 (S::INTERNAL_SERVER_ERROR, "server_error", Some("plugin_error"))
             }
+            CallError::BadOutput { .. } => (S::INTERNAL_SERVER_ERROR, "server_error", Some("plugin_bad_output")),
         };
         if status.is_server_error() {
             tracing::warn!(error = %chain(&e), "plugin call failed");
@@ -275,6 +276,8 @@ mod tests {
         assert_eq!(status_code(CallError::MemoryLimit { plugin: plugin(), cap_mib: 64 }), (500, Some("plugin_memory_limit"), None));
         assert_eq!(status_code(CallError::OutOfFuel { plugin: plugin() }), (500, Some("plugin_out_of_fuel"), None));
         assert_eq!(status_code(CallError::Closed(plugin())), (503, Some("plugin_unavailable"), None));
+        let nan = CallError::BadOutput { plugin: plugin(), problem: crate::plugin::OutputProblem::NonFinite { index: 2 } };
+        assert_eq!(status_code(nan), (500, Some("plugin_bad_output"), None));
         let trap = CallError::Trap { plugin: plugin(), source: "unreachable executed\nwasm backtrace: ...".into() };
         let e = ApiError::from(trap);
         assert_eq!(e.message, "plugin `p` trapped: unreachable executed", "the guest backtrace stays in the log");

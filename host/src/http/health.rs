@@ -18,7 +18,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         Readiness::Loading => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))).into_response()
         }
-        Readiness::Failed(error) => {
+        // The cause (paths, library names) is in the server's log; this route answers anyone.
+        Readiness::Failed(_) => {
+            let error = "loading the models and plugins failed; the cause is in the server's log";
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failed", "error": error}))).into_response()
         }
         Readiness::Ready(services) => {

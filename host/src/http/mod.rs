@@ -7,6 +7,7 @@ pub mod controller;
 pub mod error;
 pub mod health;
 pub mod openai;
+pub mod openapi;
 pub mod pipelines;
 pub mod speech;
 pub mod worker;
@@ -127,7 +128,7 @@ impl AppState {
         match self.readiness() {
             Readiness::Ready(s) => Ok(s),
             Readiness::Loading => Err(ApiError::not_ready("The server is still loading its models and plugins")),
-            Readiness::Failed(e) => Err(ApiError::not_ready(&format!("The server failed to load: {e}"))),
+            Readiness::Failed(_) => Err(ApiError::not_ready("The server failed to load its models and plugins (the cause is in its log)")),
         }
     }
 }
@@ -197,6 +198,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/admin", admin)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(health::metrics).layer(from_fn_with_state(state.clone(), auth::cluster)))
         .fallback(|| async { ApiError::not_found("not_found", "No such route") })
         .layer(axum::middleware::from_fn(count_request))
@@ -236,7 +238,50 @@ mod tests {
         state.set_failed("model file missing".into());
         let (status, body) = status_and_body(router(state), Request::get("/health/ready").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body["error"], "model file missing");
+        assert_eq!(body["status"], "failed");
+        assert!(!body.to_string().contains("model file missing"), "the cause stays in the log: {body}");
+    }
+
+    #[tokio::test]
+    async fn every_documented_operation_is_routed_and_every_method_routed_on_a_documented_path_is_documented() {
+        let documented = openapi::documented();
+        assert!(documented.len() > 40, "{} operations", documented.len());
+        // With the token, the access checks let every request through to the method routing.
+        let mut with_token = settings();
+        with_token.admin_token = Some(Secret::new("t"));
+        for (path, _) in documented.iter().map(|(m, p)| (p, m)) {
+            for method in ["get", "post", "put", "delete"] {
+                let uri = path.replace("{name}", "x");
+                let request = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&uri)
+                    .header("authorization", "Bearer t")
+                    .body(Body::empty())
+                    .unwrap();
+                let response = router(AppState::new(with_token.clone())).oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+                let fallback = String::from_utf8_lossy(&bytes).contains("No such route");
+                let routed = status != StatusCode::METHOD_NOT_ALLOWED && !fallback;
+                let is_documented = documented.iter().any(|(m, p)| *m == method && p == path);
+                assert_eq!(routed, is_documented, "{method} {path}: routed {routed} ({status}), documented {is_documented}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_is_served_and_every_operation_answers_errors_in_one_shape() {
+        let (status, doc) = status_and_body(router(AppState::new(settings())), Request::get("/openapi.json").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(doc["openapi"], "3.0.3");
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, ops) in paths {
+            for (method, op) in ops.as_object().unwrap() {
+                assert_eq!(op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error", "{method} {path}");
+                assert!(op["responses"]["200"]["content"].as_object().is_some_and(|c| !c.is_empty()), "{method} {path}");
+            }
+        }
+        assert!(paths.contains_key("/v1/chat/completions") && paths.contains_key("/api/controller/heartbeat") && paths.contains_key("/metrics"));
     }
 
     #[tokio::test]

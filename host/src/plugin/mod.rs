@@ -117,8 +117,44 @@ pub enum CallError {
     NotAProcessor { plugin: String },
     #[error("plugin `{plugin}` returned {got} step results for {expected} sequences")]
     StepCount { plugin: String, expected: usize, got: usize },
+    #[error("plugin `{plugin}` returned an unusable answer: {problem}")]
+    BadOutput { plugin: String, problem: OutputProblem },
     #[error(transparent)]
     Guest(#[from] GuestError),
+}
+
+/// What is wrong with a plugin's answer: the host checks it before anything is indexed or sent on, so a bad
+/// plugin fails its request with this, never the host.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OutputProblem {
+    #[error("{got} results for {expected} inputs")]
+    Count { expected: usize, got: usize },
+    #[error("vector {index} has {got} dimensions where the adapter declared {expected}")]
+    Dimensions { index: usize, expected: usize, got: usize },
+    #[error("vector {index} has {got} dimensions where vector 0 has {expected}")]
+    Ragged { index: usize, expected: usize, got: usize },
+    #[error("result {index} holds a value that is not a finite number")]
+    NonFinite { index: usize },
+}
+
+/// Checks embeddings against what the adapter declared: finite values, one size for all.
+fn check_embeddings(vectors: &[Embedded], declared: Option<u32>) -> Result<(), OutputProblem> {
+    let expected = match (declared, vectors.first()) {
+        (Some(d), _) => Some((d as usize, true)),
+        (None, Some(first)) => Some((first.values.len(), false)),
+        (None, None) => None,
+    };
+    for (index, v) in vectors.iter().enumerate() {
+        match expected {
+            Some((n, true)) if v.values.len() != n => return Err(OutputProblem::Dimensions { index, expected: n, got: v.values.len() }),
+            Some((n, false)) if v.values.len() != n => return Err(OutputProblem::Ragged { index, expected: n, got: v.values.len() }),
+            _ => {}
+        }
+        if !v.values.iter().all(|x| x.is_finite()) {
+            return Err(OutputProblem::NonFinite { index });
+        }
+    }
+    Ok(())
 }
 
 /// Read-only filesystem grant of a plugin: its data folder, visible as `/data`.
@@ -227,15 +263,31 @@ impl Version {
                 Box::pin(async move { w.omnihost_plugin_worker().call_embed(store, &texts, options).await })
             })
             .await?;
-        Ok(out.into_iter().map(|e| Embedded { values: e.values, tokens: e.tokens }).collect())
+        let vectors: Vec<Embedded> = out.into_iter().map(|e| Embedded { values: e.values, tokens: e.tokens }).collect();
+        let declared = self.adapter.as_ref().and_then(|a| a.embedding_dimensions);
+        check_embeddings(&vectors, declared).map_err(|problem| self.bad_output(problem))?;
+        Ok(vectors)
     }
 
-    /// Scores `documents` against `query`.
+    /// Scores `documents` against `query`: one finite score per document.
     pub async fn rerank(&self, query: String, documents: Vec<String>) -> Result<Vec<f32>, CallError> {
-        self.worker_call(move |w, store| {
-            Box::pin(async move { w.omnihost_plugin_worker().call_rerank(store, &query, &documents).await })
-        })
-        .await
+        let expected = documents.len();
+        let scores = self
+            .worker_call(move |w, store| {
+                Box::pin(async move { w.omnihost_plugin_worker().call_rerank(store, &query, &documents).await })
+            })
+            .await?;
+        if scores.len() != expected {
+            return Err(self.bad_output(OutputProblem::Count { expected, got: scores.len() }));
+        }
+        if let Some(index) = scores.iter().position(|s| !s.is_finite()) {
+            return Err(self.bad_output(OutputProblem::NonFinite { index }));
+        }
+        Ok(scores)
+    }
+
+    pub fn bad_output(&self, problem: OutputProblem) -> CallError {
+        CallError::BadOutput { plugin: self.plugin().to_string(), problem }
     }
 
     /// Counts the tokens of `text`.

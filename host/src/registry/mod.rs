@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod remote;
 pub mod sqlite;
 pub mod sweeper;
+mod view;
 pub mod wire;
 
 use std::sync::Arc;
@@ -172,8 +173,9 @@ pub struct Sweep {
     pub evicted: u64,
 }
 
-/// A store of model instances. Every method reads and writes the store itself: there is no cache to go
-/// stale, so a row written by another controller is seen at once.
+/// A store of model instances. Writes go to the store; the SQL stores answer `list` from a view in memory that
+/// every write updates (and, on PostgreSQL, every other controller's write through a notification), so a
+/// lookup costs no database round trip and still sees every row written.
 #[async_trait::async_trait]
 pub trait Registry: Send + Sync {
     /// Upserts `instance`: healthy, stamped with the registry's clock. Returns true.

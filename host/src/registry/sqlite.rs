@@ -1,13 +1,17 @@
 //! The SQLite store, the embedded default: one file under the data dir, so registered instances survive a
-//! restart. WAL mode lets lookups read while heartbeats are written; heartbeats are group-committed.
+//! restart. Heartbeats are group-committed. Lookups read a [`View`] in memory: the file belongs to the one
+//! controller that opened it, which makes every write itself and applies it to the view under the same lock
+//! (SQLite takes one writer at a time anyway), so the view is the file's content at every moment.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::group::GroupCommit;
+use super::view::View;
 use super::{COLUMNS, Instance, InstanceId, Query, Registry, RegistryError, Sweep, decode_row, ms_before, now_ms};
 
 /// Schema versions, applied in order at start-up and recorded in `omnihost_schema`.
@@ -37,6 +41,26 @@ const UPSERT: &str = "INSERT INTO omnihost_instances (model_name, worker_type, h
 pub struct SqliteRegistry {
     pool: SqlitePool,
     heartbeats: GroupCommit,
+    shared: Arc<Shared>,
+}
+
+/// What the heartbeat writer and the registry share: the view, and the lock every write holds from its
+/// statement to its update of the view (with the version counter it guards), so the view sees writes in the
+/// order the file does.
+struct Shared {
+    view: View,
+    writes: tokio::sync::Mutex<i64>,
+}
+
+impl Shared {
+    /// Reads every row into the view; the caller holds the write lock.
+    async fn reload(&self, pool: &SqlitePool, version: &mut i64) -> Result<(), RegistryError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM omnihost_instances")).fetch_all(pool).await?;
+        *version += 1;
+        let all = rows.iter().map(|r| decode_row(r).map(|i| (i, *version))).collect::<Result<Vec<_>, _>>()?;
+        self.view.reload(all, *version);
+        Ok(())
+    }
 }
 
 fn bind_row<'q>(
@@ -71,30 +95,53 @@ impl SqliteRegistry {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         migrate(&pool).await?;
-        let writer_pool = pool.clone();
+        let shared = Arc::new(Shared { view: View::default(), writes: tokio::sync::Mutex::new(0) });
+        {
+            let mut version = shared.writes.lock().await;
+            shared.reload(&pool, &mut version).await?;
+        }
+        let (writer_pool, writer) = (pool.clone(), shared.clone());
         let heartbeats = GroupCommit::start(move |rows| {
-            let pool = writer_pool.clone();
-            async move {
-                let now = now_ms();
-                let mut tx = pool.begin().await?;
-                let sql = format!("{UPSERT} healthy = 1, last_heartbeat_ms = excluded.last_heartbeat_ms");
-                for row in &rows {
-                    bind_row(sqlx::query(&sql), row, now).execute(&mut *tx).await?;
-                }
-                tx.commit().await
-            }
+            let (pool, shared) = (writer_pool.clone(), writer.clone());
+            async move { write_heartbeats(&pool, &shared, rows).await }
         });
-        Ok(Self { pool, heartbeats })
+        Ok(Self { pool, heartbeats, shared })
     }
 
-    /// Runs raw SQL against the store (tests write rows behind the registry's back with it).
+    /// Runs raw SQL against the store (tests write rows behind the registry's back with it), then reads the
+    /// file into the view again: the one back door, so it keeps the view exact too.
     pub async fn execute_raw(&self, sql: &str) -> Result<u64, RegistryError> {
-        Ok(sqlx::query(sql).execute(&self.pool).await?.rows_affected())
+        let mut version = self.shared.writes.lock().await;
+        let affected = sqlx::query(sql).execute(&self.pool).await?.rows_affected();
+        self.shared.reload(&self.pool, &mut version).await?;
+        Ok(affected)
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Writes a batch of heartbeats in one transaction: a known row keeps its fields and is stamped healthy now,
+/// an unknown one is registered as sent.
+async fn write_heartbeats(pool: &SqlitePool, shared: &Shared, rows: Vec<Instance>) -> Result<(), sqlx::Error> {
+    let mut version = shared.writes.lock().await;
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    let sql = format!("{UPSERT} healthy = 1, last_heartbeat_ms = excluded.last_heartbeat_ms");
+    for row in &rows {
+        bind_row(sqlx::query(&sql), row, now).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    *version += 1;
+    let written = rows.into_iter().map(|sent| {
+        let mut row = shared.view.get(&sent.id).unwrap_or(sent);
+        row.healthy = true;
+        row.last_heartbeat_ms = now;
+        (row, *version)
+    });
+    shared.view.upsert(written.collect::<Vec<_>>());
+    Ok(())
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<(), RegistryError> {
@@ -132,7 +179,14 @@ impl Registry for SqliteRegistry {
              enabled = excluded.enabled, prompt_template = excluded.prompt_template, \
              last_heartbeat_ms = excluded.last_heartbeat_ms, metadata = excluded.metadata"
         );
-        bind_row(sqlx::query(&sql), instance, now_ms()).execute(&self.pool).await?;
+        let mut version = self.shared.writes.lock().await;
+        let now = now_ms();
+        bind_row(sqlx::query(&sql), instance, now).execute(&self.pool).await?;
+        *version += 1;
+        let mut row = instance.clone();
+        row.healthy = true;
+        row.last_heartbeat_ms = now;
+        self.shared.view.upsert([(row, *version)]);
         Ok(true)
     }
 
@@ -142,6 +196,7 @@ impl Registry for SqliteRegistry {
         } else {
             "UPDATE omnihost_instances SET healthy = 0 WHERE model_name = ? AND worker_type = ? AND host = ? AND port = ?"
         };
+        let mut version = self.shared.writes.lock().await;
         sqlx::query(sql)
             .bind(&id.model_name)
             .bind(id.worker_type.name())
@@ -149,22 +204,20 @@ impl Registry for SqliteRegistry {
             .bind(i32::from(id.port))
             .execute(&self.pool)
             .await?;
+        *version += 1;
+        if remove {
+            self.shared.view.remove([(id.clone(), *version)]);
+        } else {
+            if let Some(mut down) = self.shared.view.get(id) {
+                down.healthy = false;
+                self.shared.view.upsert([(down, *version)]);
+            }
+        }
         Ok(true)
     }
 
     async fn list(&self, query: &Query) -> Result<Vec<Instance>, RegistryError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM omnihost_instances WHERE (?1 IS NULL OR model_name = ?1) \
-             AND (?2 IS NULL OR worker_type = ?2) AND (?3 = 0 OR healthy = 1) \
-             ORDER BY model_name, worker_type, host, port"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(query.model_name.as_deref())
-            .bind(query.worker_type.map(|t| t.name()))
-            .bind(query.healthy_only)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode_row).collect()
+        Ok(self.shared.view.list(query))
     }
 
     async fn heartbeat(&self, instance: &Instance) -> Result<bool, RegistryError> {
@@ -174,22 +227,27 @@ impl Registry for SqliteRegistry {
     }
 
     async fn sweep(&self, timeout: Duration, evict_after: Duration) -> Result<Sweep, RegistryError> {
+        let mut version = self.shared.writes.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let evicted = sqlx::query("DELETE FROM omnihost_instances WHERE healthy = 0 AND last_heartbeat_ms < ?")
+        let evicted = sqlx::query(&format!("DELETE FROM omnihost_instances WHERE healthy = 0 AND last_heartbeat_ms < ? RETURNING {COLUMNS}"))
             .bind(ms_before(now, evict_after))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let marked = sqlx::query(
-            "UPDATE omnihost_instances SET healthy = 0 WHERE healthy = 1 AND check_healthy = 1 AND last_heartbeat_ms < ?",
-        )
+            .fetch_all(&mut *tx)
+            .await?;
+        let marked = sqlx::query(&format!(
+            "UPDATE omnihost_instances SET healthy = 0 WHERE healthy = 1 AND check_healthy = 1 AND last_heartbeat_ms < ? RETURNING {COLUMNS}"
+        ))
         .bind(ms_before(now, timeout))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(Sweep { marked_unhealthy: marked, evicted })
+        *version += 1;
+        let evicted = evicted.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        let marked = marked.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        let sweep = Sweep { marked_unhealthy: marked.len() as u64, evicted: evicted.len() as u64 };
+        self.shared.view.remove(evicted.into_iter().map(|i| (i.id, *version)).collect::<Vec<_>>());
+        self.shared.view.upsert(marked.into_iter().map(|i| (i, *version)).collect::<Vec<_>>());
+        Ok(sweep)
     }
 
     fn store(&self) -> &'static str {

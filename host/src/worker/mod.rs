@@ -161,13 +161,8 @@ impl Worker {
         if !supports {
             return Err(WorkerError::Unsupported { model: self.model.clone(), operation: "rerank" });
         }
-        let expected = documents.len();
+        // `Version::rerank` holds the guest to one finite score per document: callers index documents by position.
         let scores = version.rerank(query, documents).await?;
-        // The guest's answer is not trusted to match the request: callers index documents by score position.
-        if scores.len() != expected {
-            let message = format!("the plugin returned {} scores for {expected} documents", scores.len());
-            return Err(WorkerError::Call(CallError::Guest(crate::plugin::GuestError::Internal(message))));
-        }
         Ok((scores, version.info.sha256[..12].to_string()))
     }
 }
@@ -327,6 +322,7 @@ fn outcome<T>(result: &Result<T, WorkerError>) -> &'static str {
         Err(WorkerError::Call(CallError::Guest(crate::plugin::GuestError::InvalidInput(_)))) => "invalid_input",
         Err(WorkerError::Call(CallError::Timeout { .. })) => "plugin_timeout",
         Err(WorkerError::Call(CallError::Trap { .. })) => "plugin_trap",
+        Err(WorkerError::Call(CallError::BadOutput { .. })) => "plugin_bad_output",
         Err(WorkerError::Call(_)) => "plugin_error",
     }
 }
@@ -417,11 +413,11 @@ async fn run_batch(plugin: &Plugin, jobs: Vec<Job>) {
                 let _ = job.reply.send(Ok(EmbedOutput { vectors: mine, plugin_version: sha.clone() }));
             }
         }
-        Ok(vectors) => {
-            let message = format!("the plugin returned {} embeddings for {expected} inputs", vectors.len());
-            for job in jobs {
-                let error = CallError::Guest(crate::plugin::GuestError::Internal(message.clone()));
-                let _ = job.reply.send(Err(WorkerError::Call(error)));
+        // A wrong count cannot be pinned on one request of the batch: retried alone below, like a failure.
+        Ok(vectors) if jobs.len() == 1 => {
+            if let Some(job) = jobs.into_iter().next() {
+                let problem = crate::plugin::OutputProblem::Count { expected, got: vectors.len() };
+                let _ = job.reply.send(Err(WorkerError::Call(version.bad_output(problem))));
             }
         }
         Err(e) if jobs.len() == 1 => {
@@ -429,17 +425,21 @@ async fn run_batch(plugin: &Plugin, jobs: Vec<Job>) {
                 let _ = job.reply.send(Err(WorkerError::Call(e)));
             }
         }
-        Err(_) => {
+        Ok(_) | Err(_) => {
             // Someone in the batch made it fail: retry each alone so only the guilty request fails.
             let retries = jobs.into_iter().map(|job| {
                 let version = version.clone();
                 let sha = sha.clone();
                 async move {
-                    let result = version
-                        .embed(job.texts, job.truncate)
-                        .await
-                        .map(|vectors| EmbedOutput { vectors, plugin_version: sha })
-                        .map_err(WorkerError::Call);
+                    let expected = job.texts.len();
+                    let result = match version.embed(job.texts, job.truncate).await {
+                        Ok(vectors) if vectors.len() != expected => {
+                            let problem = crate::plugin::OutputProblem::Count { expected, got: vectors.len() };
+                            Err(WorkerError::Call(version.bad_output(problem)))
+                        }
+                        Ok(vectors) => Ok(EmbedOutput { vectors, plugin_version: sha }),
+                        Err(e) => Err(WorkerError::Call(e)),
+                    };
                     let _ = job.reply.send(result);
                 }
             });

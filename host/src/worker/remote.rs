@@ -1,7 +1,9 @@
 //! Routing a request to a worker: this host's own worker when it has one, otherwise a healthy instance found in
 //! the registry, called over HTTP at `/api/worker/*`. Lookups are cached briefly and dropped as soon as an
-//! instance fails, and a failed instance is skipped for the rest of the request, so a dead worker costs one
-//! failed connection, not an error to the client, while any healthy instance is left.
+//! instance fails, and a failed instance is skipped for the rest of the request and, for [`SUSPECT_FOR`], by
+//! every other request while another instance is left, so a dead or cut-off worker costs one failed attempt,
+//! not an error to the client (nor a wait per request until the registry notices). When the registry cannot be
+//! reached, the last lookup keeps routing: a controller restart does not stop traffic to known workers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,8 @@ pub struct Resolver {
     /// This process's own advertised address: its registry rows are served locally, never over HTTP.
     own_address: Option<String>,
     cache: Mutex<HashMap<(String, WorkerType), Cached>>,
+    /// Addresses that failed a request recently, and until when they are avoided.
+    suspects: Mutex<HashMap<String, Instant>>,
     ttl: Duration,
     client: reqwest::Client,
     token: Option<Secret>,
@@ -49,6 +53,10 @@ pub struct Resolver {
 
 /// An instance lookup and when it was made.
 type Cached = (Instant, Arc<Vec<Instance>>);
+
+/// How long an instance that failed a request is tried only when no other is left. Long enough to ride out a
+/// registry's heartbeat timeout, short enough that a worker back on the network gets traffic again soon.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
 enum Attempt<T> {
     Done(T),
@@ -70,8 +78,13 @@ impl Resolver {
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(64)
             .build()
-            .unwrap_or_default();
-        Self { local, registry, own_address, cache: Mutex::new(HashMap::new()), ttl, client, token }
+            .unwrap_or_else(|e| {
+                // Only a broken TLS backend fails this; say so, since the fallback has no timeouts.
+                tracing::error!(error = %e, "building the forwarding client failed; forwarding without timeouts");
+                reqwest::Client::new()
+            });
+        let suspects = Mutex::new(HashMap::new());
+        Self { local, registry, own_address, cache: Mutex::new(HashMap::new()), suspects, ttl, client, token }
     }
 
     pub fn local(&self) -> Option<&Arc<WorkerManager>> {
@@ -88,15 +101,48 @@ impl Resolver {
             return Ok(list.clone());
         }
         let query = Query { model_name: Some(model.to_string()), worker_type: Some(worker_type), healthy_only: false };
-        let mut list = registry.list(&query).await?;
+        let mut list = match registry.list(&query).await {
+            Ok(list) => list,
+            Err(e) => {
+                // The controller is down or cut off: route with what was last known rather than fail everything.
+                let stale = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key).map(|(_, list)| list.clone());
+                match stale {
+                    Some(list) => {
+                        tracing::warn!(model, error = %crate::error::chain(&e), "registry unreachable; routing with the last lookup");
+                        return Ok(list);
+                    }
+                    None => return Err(e.into()),
+                }
+            }
+        };
         list.retain(|i| self.own_address.as_deref() != Some(i.id.address().as_str()));
         let list = Arc::new(list);
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), list.clone()));
         Ok(list)
     }
 
+    /// Makes the next lookup ask the registry again (the stale list stays as a fallback while it is unreachable).
     fn forget(&self, model: &str, worker_type: WorkerType) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&(model.to_string(), worker_type));
+        if let Some(entry) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(model.to_string(), worker_type)) {
+            entry.0 = Instant::now().checked_sub(self.ttl).unwrap_or(entry.0);
+        }
+    }
+
+    fn suspect(&self, address: String) {
+        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        suspects.retain(|_, until| *until > now);
+        suspects.insert(address, now + SUSPECT_FOR);
+    }
+
+    /// Healthy, enabled candidates, those that failed recently left out while any other is left.
+    fn candidates(&self, all: &[Instance]) -> Vec<Instance> {
+        let healthy: Vec<Instance> = all.iter().filter(|i| i.healthy && i.enabled).cloned().collect();
+        let now = Instant::now();
+        let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        let trusted: Vec<Instance> =
+            healthy.iter().filter(|i| suspects.get(&i.id.address()).is_none_or(|until| *until <= now)).cloned().collect();
+        if trusted.is_empty() { healthy } else { trusted }
     }
 
     /// Tries healthy instances, weighted, until one answers.
@@ -109,13 +155,26 @@ impl Resolver {
         if all.is_empty() {
             return Err(RouteError::NotFound(model.to_string()));
         }
-        let mut candidates: Vec<Instance> = all.iter().filter(|i| i.healthy && i.enabled).cloned().collect();
-        while let Some(pick) = pick_weighted(&candidates).cloned() {
+        let mut candidates = self.candidates(&all);
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let Some(pick) = pick_weighted(&candidates).cloned() else {
+                // The suspects left out at first are still worth a try before giving up.
+                let rest: Vec<Instance> =
+                    all.iter().filter(|i| i.healthy && i.enabled && !tried.contains(&i.id.address())).cloned().collect();
+                if rest.is_empty() {
+                    break;
+                }
+                candidates = rest;
+                continue;
+            };
+            tried.push(pick.id.address());
             match call(pick.clone()).await? {
                 Attempt::Done(value) => return Ok(value),
                 Attempt::Next => {
                     tracing::warn!(model, instance = %pick.id.address(), "instance failed; trying another");
                     self.forget(model, worker_type);
+                    self.suspect(pick.id.address());
                     candidates.retain(|c| c.id != pick.id);
                 }
             }
