@@ -27,7 +27,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     cmd.arg("run")
         .arg(format!("{}/openapi.json", server.url()))
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
-        .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "20", "--seed", "7", "--workers", "1"])
+        .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "30", "--seed", "7", "--workers", "1"])
         .args(["--request-timeout", "60", "--suppress-health-check", "all", "--no-shrink"])
         // These stop or replace the models the other operations are fuzzed against; their own tests cover them.
         .args(["--exclude-path-regex", "^/api/worker/(apply|models/shutdown)$"])

@@ -213,9 +213,11 @@ impl From<WorkerError> for ApiError {
             WorkerError::Stopped(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("model_unavailable"), e.to_string())
             }
-            WorkerError::Unsupported { .. } => {
-                ApiError::new(StatusCode::NOT_IMPLEMENTED, "invalid_request_error", Some("unsupported"), e.to_string())
-            }
+            // The client picked a model of another kind (chat with an embedder): its mistake, as OpenAI says.
+            WorkerError::Unsupported { .. } => ApiError {
+                param: Some("model"),
+                ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", Some("unsupported"), e.to_string())
+            },
             WorkerError::ContextLength { .. } => ApiError {
                 code: Some("context_length_exceeded"),
                 ..ApiError::invalid(Some("messages"), e.to_string())
@@ -289,7 +291,7 @@ mod tests {
         assert_eq!(status_code(WorkerError::Overloaded { model: model(), capacity: 4 }), (429, Some("rate_limit_exceeded"), None));
         assert_eq!(status_code(WorkerError::ConcurrencyLimit { model: model(), limit: 4 }), (429, Some("rate_limit_exceeded"), None));
         assert_eq!(status_code(WorkerError::Stopped(model())), (503, Some("model_unavailable"), None));
-        assert_eq!(status_code(WorkerError::Unsupported { model: model(), operation: "rerank" }), (501, Some("unsupported"), None));
+        assert_eq!(status_code(WorkerError::Unsupported { model: model(), operation: "rerank" }), (400, Some("unsupported"), Some("model")));
         let long = WorkerError::ContextLength { model: model(), prompt_tokens: 9000, capacity: 2048 };
         assert_eq!(status_code(long), (400, Some("context_length_exceeded"), Some("messages")));
         assert_eq!(status_code(RouteError::NotFound(model())), (404, Some("model_not_found"), Some("model")));

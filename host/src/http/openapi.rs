@@ -12,6 +12,10 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+/// The example config's models, named in the documented examples.
+const EMBEDDER: &str = "all-MiniLM-L6-v2";
+const CHAT: &str = "SmolLM2-135M-Instruct";
+
 /// One documented operation.
 struct Op {
     method: &'static str,
@@ -31,6 +35,14 @@ fn op(method: &'static str, path: impl Into<String>, tag: &'static str, summary:
 impl Op {
     fn json_body(mut self, schema: Value) -> Self {
         self.body = Some(json!({"required": true, "content": {"application/json": {"schema": schema}}}));
+        self
+    }
+
+    /// A request that works against the example config (`examples/omnihost.toml`).
+    fn example(mut self, example: Value) -> Self {
+        if let Some(media) = self.body.as_mut().and_then(|b| b["content"].as_object_mut()).and_then(|c| c.values_mut().next()) {
+            media["example"] = example;
+        }
         self
     }
 
@@ -216,6 +228,7 @@ fn openai_ops(prefix: &'static str) -> Vec<Op> {
                     "user": string(),
                 }),
             ))
+            .example(json!({"model": EMBEDDER, "input": ["A man is eating food.", "A man is eating a piece of bread."]}))
             .json(object(
                 &["object", "data", "model", "usage"],
                 json!({
@@ -237,6 +250,7 @@ fn openai_ops(prefix: &'static str) -> Vec<Op> {
                     "return_documents": {"type": "boolean", "nullable": true},
                 }),
             ))
+            .example(json!({"model": EMBEDDER, "query": "What do people eat?", "documents": ["A man is eating food.", "The sky is blue."], "top_n": 1, "return_documents": true}))
             .json(object(
                 &["object", "model", "results"],
                 json!({"object": string(), "model": string(), "results": list_of(object(&["index", "relevance_score"], json!({
@@ -246,10 +260,12 @@ fn openai_ops(prefix: &'static str) -> Vec<Op> {
             )),
         op("post", p("/chat/completions"), tag, "Chat (streamed as server-sent events when `stream` is true)")
             .json_body(chat_request())
+            .example(json!({"model": CHAT, "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16, "temperature": 0}))
             .json(completion_answer())
             .answers("text/event-stream", string()),
         op("post", p("/completions"), tag, "Text completion (streamed when `stream` is true)")
             .json_body(completion_request())
+            .example(json!({"model": CHAT, "prompt": "The capital of France is", "max_tokens": 8}))
             .json(completion_answer())
             .answers("text/event-stream", string()),
         op("get", p("/pipelines"), tag, "The pipelines served, their stages and counters")
@@ -305,9 +321,11 @@ fn operations() -> Vec<Op> {
             .json(yes.clone()),
         op("post", "/api/controller/heartbeat", "controller", "Heartbeat (registers an unknown instance)")
             .json_body(instance_body())
+            .example(json!({"model_name": format!("{EMBEDDER}@text2vec"), "host": "10.0.0.2", "port": 8001}))
             .json(yes.clone()),
         op("post", "/api/worker/embeddings", "worker", "Embed texts on this worker host (DB-GPT's answer: a list of vectors)")
             .json_body(object(&["model", "input"], json!({"model": {"type": "string", "minLength": 1}, "input": texts(), "truncate": {"type": "boolean"}})))
+            .example(json!({"model": EMBEDDER, "input": ["A man is eating food."]}))
             .json(list_of(list_of(json!({"type": "number"})))),
         op("post", "/api/worker/rerank", "worker", "Score documents on this worker host: one score per document")
             .json_body(object(&["model", "query", "documents"], json!({"model": {"type": "string", "minLength": 1}, "query": {"type": "string", "minLength": 1}, "documents": texts()})))
