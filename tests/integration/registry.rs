@@ -27,7 +27,8 @@ pub async fn postgres_database() -> String {
 enum Store {
     Memory(Arc<MemoryRegistry>),
     Sqlite(Arc<SqliteRegistry>, std::path::PathBuf),
-    Postgres(Arc<PostgresRegistry>),
+    /// The registry under test, and another controller on the same database.
+    Postgres(Arc<PostgresRegistry>, Arc<PostgresRegistry>),
 }
 
 impl Store {
@@ -41,7 +42,11 @@ impl Store {
                 let _ = std::fs::remove_file(&path);
                 Store::Sqlite(Arc::new(SqliteRegistry::open(&path).await.unwrap()), path)
             }
-            _ => Store::Postgres(Arc::new(PostgresRegistry::connect(&postgres_database().await, 8).await.unwrap())),
+            _ => {
+                let url = postgres_database().await;
+                let (mine, other) = (PostgresRegistry::connect(&url, 8).await.unwrap(), PostgresRegistry::connect(&url, 2).await.unwrap());
+                Store::Postgres(Arc::new(mine), Arc::new(other))
+            }
         }
     }
 
@@ -49,7 +54,7 @@ impl Store {
         match self {
             Store::Memory(r) => r.clone(),
             Store::Sqlite(r, _) => r.clone(),
-            Store::Postgres(r) => r.clone(),
+            Store::Postgres(r, _) => r.clone(),
         }
     }
 
@@ -75,9 +80,9 @@ impl Store {
             Store::Sqlite(r, _) => {
                 r.execute_raw(&sql.replace("true", "1").replace("false", "0")).await.unwrap();
             }
-            Store::Postgres(r) => {
-                r.execute_raw(&sql).await.unwrap();
-                // Like any other controller's write, it reaches the registry's view as a notification.
+            Store::Postgres(r, other) => {
+                other.execute_raw(&sql).await.unwrap();
+                // Written by another controller, it reaches this one's view as a notification.
                 let started = std::time::Instant::now();
                 let query = Query { model_name: Some(i.id.model_name.clone()), worker_type: Some(i.id.worker_type), healthy_only: false };
                 loop {
@@ -85,7 +90,7 @@ impl Store {
                     if seen.is_some_and(|row| row.healthy == i.healthy && row.last_heartbeat_ms == i.last_heartbeat_ms) {
                         break;
                     }
-                    assert!(started.elapsed() < Duration::from_secs(2), "a row written behind the registry's back never reached its view");
+                    assert!(started.elapsed() < Duration::from_secs(2), "another controller's write never reached this one's view");
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             }

@@ -1,15 +1,17 @@
-//! The in-memory store: a map behind a lock. For tests and throwaway single-process clusters; it forgets
-//! everything when the process ends (the embedded default is SQLite for that reason).
+//! The in-memory store: the registry's [`View`] alone. For tests and throwaway single-process clusters; it
+//! forgets everything when the process ends (the embedded default is SQLite for that reason).
 
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use super::view::View;
 use super::{Instance, InstanceId, Query, Registry, RegistryError, Sweep, ms_before, now_ms};
 
 #[derive(Default)]
 pub struct MemoryRegistry {
-    rows: RwLock<BTreeMap<InstanceId, Instance>>,
+    view: View,
+    /// Writes take this in turn (it counts their versions), so a read-modify-write of a row is not interleaved.
+    writes: Mutex<i64>,
 }
 
 impl MemoryRegistry {
@@ -19,11 +21,13 @@ impl MemoryRegistry {
 
     /// Writes a row as given, bypassing the registry's rules (tests use it to age heartbeats).
     pub fn put_raw(&self, instance: Instance) {
-        self.write().insert(instance.id.clone(), instance);
+        let mut version = self.lock();
+        *version += 1;
+        self.view.upsert([(instance, *version)]);
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<InstanceId, Instance>> {
-        self.rows.write().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, i64> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -34,60 +38,62 @@ impl Registry for MemoryRegistry {
         let mut row = instance.clone();
         row.healthy = true;
         row.last_heartbeat_ms = now_ms();
-        self.write().insert(row.id.clone(), row);
+        self.put_raw(row);
         Ok(true)
     }
 
     async fn deregister(&self, id: &InstanceId, remove: bool) -> Result<bool, RegistryError> {
-        let mut rows = self.write();
+        let mut version = self.lock();
+        *version += 1;
         if remove {
-            rows.remove(id);
-        } else if let Some(row) = rows.get_mut(id) {
+            self.view.remove([(id.clone(), *version)]);
+        } else if let Some(mut row) = self.view.get(id) {
             row.healthy = false;
+            self.view.upsert([(row, *version)]);
         }
         Ok(true)
     }
 
     async fn list(&self, query: &Query) -> Result<Vec<Instance>, RegistryError> {
-        let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
-        Ok(rows.values().filter(|i| query.matches(i)).cloned().collect())
+        Ok(self.view.list(query))
     }
 
     async fn heartbeat(&self, instance: &Instance) -> Result<bool, RegistryError> {
-        let now = now_ms();
-        let mut rows = self.write();
-        match rows.get_mut(&instance.id) {
-            Some(row) => {
-                row.healthy = true;
-                row.last_heartbeat_ms = now;
-            }
+        let mut version = self.lock();
+        let mut row = match self.view.get(&instance.id) {
+            Some(row) => row,
             None => {
                 instance.validate()?;
-                let mut row = instance.clone();
-                row.healthy = true;
-                row.last_heartbeat_ms = now;
-                rows.insert(row.id.clone(), row);
+                instance.clone()
             }
-        }
+        };
+        row.healthy = true;
+        row.last_heartbeat_ms = now_ms();
+        *version += 1;
+        self.view.upsert([(row, *version)]);
         Ok(true)
     }
 
     async fn sweep(&self, timeout: Duration, evict_after: Duration) -> Result<Sweep, RegistryError> {
+        let mut version = self.lock();
+        *version += 1;
         let now = now_ms();
         let (stale, gone) = (ms_before(now, timeout), ms_before(now, evict_after));
-        let mut rows = self.write();
         let mut sweep = Sweep::default();
-        rows.retain(|_, row| {
+        let (mut evicted, mut marked) = (Vec::new(), Vec::new());
+        let due = |row: &Instance| (!row.healthy && row.last_heartbeat_ms < gone) || (row.healthy && row.check_healthy && row.last_heartbeat_ms < stale);
+        for mut row in self.view.select(due) {
             if !row.healthy && row.last_heartbeat_ms < gone {
-                sweep.evicted += 1;
-                return false;
-            }
-            if row.healthy && row.check_healthy && row.last_heartbeat_ms < stale {
+                evicted.push((row.id, *version));
+            } else if row.healthy && row.check_healthy && row.last_heartbeat_ms < stale {
                 row.healthy = false;
-                sweep.marked_unhealthy += 1;
+                marked.push((row, *version));
             }
-            true
-        });
+        }
+        sweep.evicted = evicted.len() as u64;
+        sweep.marked_unhealthy = marked.len() as u64;
+        self.view.remove(evicted);
+        self.view.upsert(marked);
         Ok(sweep)
     }
 

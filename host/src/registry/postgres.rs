@@ -53,23 +53,38 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     ),
     (
         2,
+        // Every write of the registry's sets `version` from the sequence (an insert by the column's default); its
+        // statements do it themselves, which costs less than a row trigger at thousands of heartbeats a second.
+        // An update by hand keeps the row's version: listeners still read the row, and an equal version applies.
         &["CREATE SEQUENCE omnihost_instances_version",
-        "ALTER TABLE omnihost_instances ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
-        "CREATE FUNCTION omnihost_instances_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN NEW.version := nextval('omnihost_instances_version'); RETURN NEW; END $$",
-        "CREATE TRIGGER omnihost_instances_stamp BEFORE INSERT OR UPDATE ON omnihost_instances
-         FOR EACH ROW EXECUTE FUNCTION omnihost_instances_stamp()",
-        "CREATE FUNCTION omnihost_instances_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        "ALTER TABLE omnihost_instances ADD COLUMN version BIGINT NOT NULL DEFAULT nextval('omnihost_instances_version')",
+        "CREATE INDEX omnihost_instances_version_idx ON omnihost_instances (version)",
+        // The sweeper reads every row at each pass anyway; one index fewer to keep at every heartbeat.
+        "DROP INDEX omnihost_instances_heartbeat",
+        // One notice per statement, not per row: a batch of 2,000 heartbeats is one notice of its version range.
+        "CREATE FUNCTION omnihost_instances_written() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE low BIGINT; high BIGINT;
          BEGIN
-           IF TG_OP = 'DELETE' THEN
-             PERFORM pg_notify('omnihost_instances', json_build_array('d', OLD.model_name, OLD.worker_type, OLD.host, OLD.port, OLD.version)::text);
-             RETURN OLD;
-           END IF;
-           PERFORM pg_notify('omnihost_instances', json_build_array('u', NEW.model_name, NEW.worker_type, NEW.host, NEW.port, NEW.version)::text);
-           RETURN NEW;
+           SELECT MIN(version), MAX(version) INTO low, high FROM written;
+           IF low IS NOT NULL THEN PERFORM pg_notify('omnihost_instances', 'u ' || low || ' ' || high); END IF;
+           RETURN NULL;
          END $$",
-        "CREATE TRIGGER omnihost_instances_notify AFTER INSERT OR UPDATE OR DELETE ON omnihost_instances
-         FOR EACH ROW EXECUTE FUNCTION omnihost_instances_notify()"],
+        "CREATE TRIGGER omnihost_instances_inserted AFTER INSERT ON omnihost_instances
+         REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION omnihost_instances_written()",
+        "CREATE TRIGGER omnihost_instances_updated AFTER UPDATE ON omnihost_instances
+         REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION omnihost_instances_written()",
+        // Removals name their rows (they are rare); too many for one notice asks listeners to read everything.
+        "CREATE FUNCTION omnihost_instances_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE rows TEXT;
+         BEGIN
+           SELECT json_agg(json_build_array(model_name, worker_type, host, port, version))::text INTO rows FROM gone;
+           IF rows IS NULL THEN RETURN NULL; END IF;
+           IF length(rows) > 7000 THEN rows := 'all'; END IF;
+           PERFORM pg_notify('omnihost_instances', 'd ' || rows);
+           RETURN NULL;
+         END $$",
+        "CREATE TRIGGER omnihost_instances_deleted AFTER DELETE ON omnihost_instances
+         REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION omnihost_instances_deleted()"],
     ),
 ];
 
@@ -110,7 +125,7 @@ fn decode_versioned(row: &PgRow) -> Result<(Instance, i64), RegistryError> {
 }
 
 async fn upsert_many(pool: &PgPool, view: &View, rows: &[Instance], on_conflict: &str) -> Result<(), sqlx::Error> {
-    let sql = format!("{UPSERT_MANY}{on_conflict} RETURNING {COLUMNS}, version");
+    let sql = format!("{UPSERT_MANY}{on_conflict}, version = EXCLUDED.version RETURNING {COLUMNS}, version");
     let written = sqlx::query(&sql)
         .bind(rows.iter().map(|i| i.id.model_name.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|i| i.id.worker_type.name().to_string()).collect::<Vec<_>>())
@@ -146,39 +161,60 @@ async fn reload(pool: &PgPool, view: &View) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// One announced change: `["u"|"d", model_name, worker_type, host, port, version]`.
-fn parse_notice(payload: &str) -> Option<(bool, InstanceId, i64)> {
-    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-    let parts = value.as_array()?;
-    let text = |i: usize| parts.get(i).and_then(|v| v.as_str());
-    let worker_type = super::parse_worker_type(text(2)?).ok()?;
-    let id = InstanceId::new(text(1)?, worker_type, text(3)?, parts.get(4)?.as_i64()?).ok()?;
-    Some((text(0)? == "d", id, parts.get(5)?.as_i64()?))
+/// One announced change.
+#[derive(Debug, PartialEq)]
+enum Notice {
+    /// Rows were inserted or updated with versions in this range (other statements' rows may share it).
+    Written { low: i64, high: i64 },
+    /// These rows were removed, each at its version.
+    Removed(Vec<(InstanceId, i64)>),
+    /// Too much changed to say: read everything.
+    Everything,
 }
 
-/// Applies a batch of announced changes: removals at once, newer writes by reading their rows in one query.
-async fn apply_notices(pool: &PgPool, view: &View, notices: Vec<String>) -> Result<(), RegistryError> {
-    let mut removed = Vec::new();
-    let mut fetch: Vec<InstanceId> = Vec::new();
-    for (delete, id, version) in notices.iter().filter_map(|p| parse_notice(p)) {
-        if delete {
-            removed.push((id, version));
-        } else if view.version(&id).is_none_or(|held| held < version) && !fetch.contains(&id) {
-            fetch.push(id);
+/// Reads a notice: `u LOW HIGH`, or `d [[model_name, worker_type, host, port, version], ...]`, or `d all`.
+fn parse_notice(payload: &str) -> Option<Notice> {
+    let (kind, rest) = payload.split_once(' ')?;
+    match kind {
+        "u" => {
+            let (low, high) = rest.split_once(' ')?;
+            Some(Notice::Written { low: low.parse().ok()?, high: high.parse().ok()? })
+        }
+        "d" if rest == "all" => Some(Notice::Everything),
+        "d" => {
+            let rows: Vec<(String, String, String, i64, i64)> = serde_json::from_str(rest).ok()?;
+            let removed = rows
+                .into_iter()
+                .filter_map(|(name, worker_type, host, port, version)| {
+                    let worker_type = super::parse_worker_type(&worker_type).ok()?;
+                    Some((InstanceId::new(&name, worker_type, &host, port).ok()?, version))
+                })
+                .collect();
+            Some(Notice::Removed(removed))
+        }
+        _ => None,
+    }
+}
+
+/// Applies a batch of notices from other controllers: removals at once, writes by reading their version ranges.
+async fn apply_notices(pool: &PgPool, view: &View, notices: Vec<Notice>) -> Result<(), RegistryError> {
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for notice in notices {
+        match notice {
+            Notice::Removed(rows) => view.remove(rows),
+            Notice::Written { low, high } => ranges.push((low, high)),
+            Notice::Everything => return reload(pool, view).await,
         }
     }
-    view.remove(removed);
-    if fetch.is_empty() {
+    if ranges.is_empty() {
         return Ok(());
     }
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS}, version FROM omnihost_instances WHERE (model_name, worker_type, host, port) IN \
-         (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[]))"
+        "SELECT {COLUMNS}, version FROM omnihost_instances o WHERE EXISTS \
+         (SELECT 1 FROM UNNEST($1::int8[], $2::int8[]) AS r(low, high) WHERE o.version BETWEEN r.low AND r.high)"
     ))
-    .bind(fetch.iter().map(|i| i.model_name.clone()).collect::<Vec<_>>())
-    .bind(fetch.iter().map(|i| i.worker_type.name().to_string()).collect::<Vec<_>>())
-    .bind(fetch.iter().map(|i| i.host.clone()).collect::<Vec<_>>())
-    .bind(fetch.iter().map(|i| i32::from(i.port)).collect::<Vec<_>>())
+    .bind(ranges.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(ranges.iter().map(|r| r.1).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
     view.upsert(rows.iter().map(decode_versioned).collect::<Result<Vec<_>, _>>()?);
@@ -187,16 +223,27 @@ async fn apply_notices(pool: &PgPool, view: &View, notices: Vec<String>) -> Resu
 
 /// What the listener passes to the applier: a notice, or word that notices may have been missed.
 enum Heard {
-    Notice(String),
+    Notice(Notice),
     Lost,
 }
 
+/// The server processes of this controller's pool connections: their writes are applied from `RETURNING`
+/// already, so their notices are skipped.
+type Own = Arc<std::sync::Mutex<std::collections::HashSet<u32>>>;
+
 /// Listens for changes until aborted, reconnecting after a lost connection. `listener` is already listening.
-async fn listen(pool: PgPool, mut listener: PgListener, heard: mpsc::UnboundedSender<Heard>) {
+async fn listen(pool: PgPool, mut listener: PgListener, own: Own, heard: mpsc::UnboundedSender<Heard>) {
     loop {
         match listener.try_recv().await {
             Ok(Some(n)) => {
-                if heard.send(Heard::Notice(n.payload().to_string())).is_err() {
+                if own.lock().unwrap_or_else(|p| p.into_inner()).contains(&n.process_id()) {
+                    continue;
+                }
+                let notice = parse_notice(n.payload()).unwrap_or_else(|| {
+                    tracing::warn!(payload = n.payload(), "registry: a notice it cannot read; reading everything");
+                    Notice::Everything
+                });
+                if heard.send(Heard::Notice(notice)).is_err() {
                     return;
                 }
                 continue;
@@ -205,6 +252,8 @@ async fn listen(pool: PgPool, mut listener: PgListener, heard: mpsc::UnboundedSe
             Err(_) if pool.is_closed() => return,
             Err(e) => tracing::warn!(error = %e, "registry: notification connection failed; reconnecting"),
         }
+        // The server may have restarted and handed our old process ids to another controller's connections.
+        own.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let _ = heard.send(Heard::Lost);
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -232,24 +281,30 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 /// Applies what the listener heard, in batches: every notice already queued goes into one read.
 async fn follow(pool: PgPool, view: Arc<View>, mut heard: mpsc::UnboundedReceiver<Heard>) {
     let mut stale = false;
-    while let Some(first) = heard.recv().await {
-        let mut notices = Vec::new();
-        let mut lost = matches!(first, Heard::Lost);
-        if let Heard::Notice(n) = first {
-            notices.push(n);
-        }
-        while let Ok(next) = heard.try_recv() {
-            match next {
-                Heard::Notice(n) => notices.push(n),
-                Heard::Lost => lost = true,
+    loop {
+        let mut batch = Vec::new();
+        // A stale view is read again at once; otherwise wait for news.
+        if !stale {
+            match heard.recv().await {
+                Some(h) => batch.push(h),
+                None => return,
             }
         }
-        stale |= lost;
+        while let Ok(next) = heard.try_recv() {
+            batch.push(next);
+        }
+        let mut notices = Vec::new();
+        for h in batch {
+            match h {
+                Heard::Notice(n) => notices.push(n),
+                Heard::Lost => stale = true,
+            }
+        }
         let result = if stale { reload(&pool, &view).await } else { apply_notices(&pool, &view, notices).await };
         match result {
             Ok(()) => stale = false,
             Err(e) => {
-                // Read everything again on the next round (a notice whose row could not be read is lost).
+                // Read everything again next (a notice whose rows could not be read is lost).
                 tracing::warn!(error = %crate::error::chain(&e), "registry: applying changes from the database failed");
                 stale = true;
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -262,7 +317,17 @@ impl PostgresRegistry {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and brings the schema up to date.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, RegistryError> {
         let options = PgConnectOptions::from_str(url)?.disable_statement_logging();
+        let own: Own = Arc::default();
+        let mine = own.clone();
         let pool = PgPoolOptions::new()
+            .after_connect(move |conn, _| {
+                let mine = mine.clone();
+                Box::pin(async move {
+                    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await?;
+                    mine.lock().unwrap_or_else(|p| p.into_inner()).insert(pid as u32);
+                    Ok(())
+                })
+            })
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
@@ -274,7 +339,7 @@ impl PostgresRegistry {
         reload(&pool, &view).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let follower = vec![
-            tokio::spawn(listen(pool.clone(), listener, tx)).abort_handle(),
+            tokio::spawn(listen(pool.clone(), listener, own, tx)).abort_handle(),
             tokio::spawn(follow(pool.clone(), view.clone(), rx)).abort_handle(),
         ];
         let (writer_pool, writer_view) = (pool.clone(), view.clone());
@@ -286,10 +351,12 @@ impl PostgresRegistry {
         Ok(Self { pool, options, leadership, heartbeats, view, follower })
     }
 
-    /// Runs raw SQL against the store (tests write rows behind the registry's back with it); the view learns of
-    /// it from the trigger's notification, as of any other controller's write.
+    /// Runs raw SQL against the store (tests write rows behind a registry's back with it). Its notice comes from
+    /// this controller's own connection and is skipped like its other writes', so the view is read again.
     pub async fn execute_raw(&self, sql: &str) -> Result<u64, RegistryError> {
-        Ok(sqlx::query(sql).execute(&self.pool).await?.rows_affected())
+        let affected = sqlx::query(sql).execute(&self.pool).await?.rows_affected();
+        reload(&self.pool, &self.view).await?;
+        Ok(affected)
     }
 
     pub async fn close(&self) {
@@ -345,7 +412,7 @@ impl Registry for PostgresRegistry {
         let sql = if remove {
             format!("DELETE FROM omnihost_instances WHERE model_name = $1 AND worker_type = $2 AND host = $3 AND port = $4 RETURNING {COLUMNS}, version")
         } else {
-            format!("UPDATE omnihost_instances SET healthy = FALSE WHERE model_name = $1 AND worker_type = $2 AND host = $3 AND port = $4 RETURNING {COLUMNS}, version")
+            format!("UPDATE omnihost_instances SET healthy = FALSE, version = nextval('omnihost_instances_version') WHERE model_name = $1 AND worker_type = $2 AND host = $3 AND port = $4 RETURNING {COLUMNS}, version")
         };
         let rows = sqlx::query(&sql)
             .bind(&id.model_name)
@@ -383,7 +450,7 @@ impl Registry for PostgresRegistry {
         .fetch_all(&mut *tx)
         .await?;
         let marked = sqlx::query(&format!(
-            "UPDATE omnihost_instances SET healthy = FALSE WHERE healthy AND check_healthy AND last_heartbeat_ms < {NOW_MS} - $1 \
+            "UPDATE omnihost_instances SET healthy = FALSE, version = nextval('omnihost_instances_version') WHERE healthy AND check_healthy AND last_heartbeat_ms < {NOW_MS} - $1 \
              RETURNING {COLUMNS}, version"
         ))
         .bind(ms(timeout))
@@ -435,5 +502,22 @@ impl Registry for PostgresRegistry {
 
     fn store(&self) -> &'static str {
         "postgres"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WorkerType;
+
+    #[test]
+    fn notices_read_as_written_ranges_removed_rows_or_everything() {
+        assert_eq!(parse_notice("u 7 12"), Some(Notice::Written { low: 7, high: 12 }));
+        let removed = parse_notice(r#"d [["m", "llm", "10.0.0.1", 80, 9]]"#);
+        let id = InstanceId::new("m", WorkerType::Llm, "10.0.0.1", 80).unwrap();
+        assert_eq!(removed, Some(Notice::Removed(vec![(id, 9)])));
+        assert_eq!(parse_notice("d all"), Some(Notice::Everything));
+        assert_eq!(parse_notice("u seven"), None);
+        assert_eq!(parse_notice("x"), None);
     }
 }

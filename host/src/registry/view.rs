@@ -52,13 +52,13 @@ impl View {
         }
     }
 
-    pub(crate) fn get(&self, id: &InstanceId) -> Option<Instance> {
-        self.read().by_model.get(&id.model_name).and_then(|m| m.get(id)).map(|(i, _)| i.clone())
+    /// The rows `pick` chooses, in no particular order (a sweep looks at every row and takes few).
+    pub(crate) fn select(&self, mut pick: impl FnMut(&Instance) -> bool) -> Vec<Instance> {
+        self.read().by_model.values().flat_map(|m| m.values()).map(|(i, _)| i).filter(|i| pick(i)).cloned().collect()
     }
 
-    /// The version of the row held for `id`, if any.
-    pub(crate) fn version(&self, id: &InstanceId) -> Option<i64> {
-        self.read().by_model.get(&id.model_name).and_then(|m| m.get(id)).map(|(_, v)| *v)
+    pub(crate) fn get(&self, id: &InstanceId) -> Option<Instance> {
+        self.read().by_model.get(&id.model_name).and_then(|m| m.get(id)).map(|(i, _)| i.clone())
     }
 
     /// `(all rows, healthy rows)`.
