@@ -210,6 +210,12 @@ impl Load {
         Load { stop, sent, failures, tasks }
     }
 
+    /// Waits until `n` more requests have been sent (the load is running, or has run through the fault).
+    async fn more(&self, n: u64) {
+        let target = self.sent.load(Ordering::Relaxed) + n;
+        wait_for("the clients sending requests", Duration::from_secs(60), async || self.sent.load(Ordering::Relaxed) >= target).await;
+    }
+
     async fn finish(self) -> (u64, Vec<(u16, String)>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
@@ -335,13 +341,13 @@ async fn hosts_cut_off_killed_and_a_restarted_database_lose_no_instance_and_fail
 
     // 1. A worker host cut off the network while clients send requests.
     let load = Load::start(&api.url, MODEL, 2);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.more(10).await;
     net.link("w1", false);
     let noticed = wait_for("the cut-off worker turning unhealthy", notice_limit, async || {
         healthy(&controller_url, &key).await == vec![net.addr("w2")]
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.more(20).await;
     net.link("w1", true);
     let recovered = wait_for("the worker healthy again once its link is back", Duration::from_secs(10), async || {
         healthy(&controller_url, &key).await == both
@@ -353,7 +359,7 @@ async fn hosts_cut_off_killed_and_a_restarted_database_lose_no_instance_and_fail
 
     // 2. A worker host killed with SIGKILL, then started again.
     let load = Load::start(&api.url, MODEL, 2);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.more(10).await;
     w2.kill();
     let noticed = wait_for("the killed worker turning unhealthy", notice_limit, async || {
         healthy(&controller_url, &key).await == vec![net.addr("w1")]
@@ -370,9 +376,10 @@ async fn hosts_cut_off_killed_and_a_restarted_database_lose_no_instance_and_fail
     // 3. The controller killed: the API server keeps routing with what it knows; the registry loses nothing.
     let before = count_instances(&controller_url).await.unwrap();
     let load = Load::start(&api.url, MODEL, 2);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.more(10).await;
     controller.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Served while no controller runs: past the API server's lookup cache, so from its last lookup.
+    load.more(40).await;
     let started = Instant::now();
     let controller2 = controller.restart(&dir, "c2").ready().await;
     wait_for("both workers healthy in the restarted controller", Duration::from_secs(10), async || {
@@ -409,7 +416,7 @@ async fn hosts_cut_off_killed_and_a_restarted_database_lose_no_instance_and_fail
     .await;
     let registered = count_instances(&controller_url).await.unwrap().0;
     let load = Load::start(&api.url, MODEL, 2);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.more(10).await;
     let started = Instant::now();
     pg.ctl("restart").expect("PostgreSQL restarts");
     wait_for("every instance healthy and the sweeper led again", Duration::from_secs(30), async || {
