@@ -137,8 +137,12 @@ pub enum OutputProblem {
     NonFinite { index: usize },
 }
 
-/// Checks embeddings against what the adapter declared: finite values, one size for all.
-fn check_embeddings(vectors: &[Embedded], declared: Option<u32>) -> Result<(), OutputProblem> {
+/// Checks embeddings against the request and what the adapter declared: one per input, finite values, one size
+/// for all.
+fn check_embeddings(vectors: &[Embedded], inputs: usize, declared: Option<u32>) -> Result<(), OutputProblem> {
+    if vectors.len() != inputs {
+        return Err(OutputProblem::Count { expected: inputs, got: vectors.len() });
+    }
     let expected = match (declared, vectors.first()) {
         (Some(d), _) => Some((d as usize, true)),
         (None, Some(first)) => Some((first.values.len(), false)),
@@ -256,7 +260,9 @@ impl Version {
     }
 
     /// Embeds `texts` in one call.
+    /// Embeds `texts` in one call: one checked vector per text.
     pub async fn embed(&self, texts: Vec<String>, truncate: bool) -> Result<Vec<Embedded>, CallError> {
+        let inputs = texts.len();
         let options = wit::EmbedOptions { truncate };
         let out = self
             .worker_call(move |w, store| {
@@ -265,7 +271,7 @@ impl Version {
             .await?;
         let vectors: Vec<Embedded> = out.into_iter().map(|e| Embedded { values: e.values, tokens: e.tokens }).collect();
         let declared = self.adapter.as_ref().and_then(|a| a.embedding_dimensions);
-        check_embeddings(&vectors, declared).map_err(|problem| self.bad_output(problem))?;
+        check_embeddings(&vectors, inputs, declared).map_err(|problem| self.bad_output(problem))?;
         Ok(vectors)
     }
 

@@ -47,9 +47,8 @@ impl Registry for MemoryRegistry {
         *version += 1;
         if remove {
             self.view.remove([(id.clone(), *version)]);
-        } else if let Some(mut row) = self.view.get(id) {
-            row.healthy = false;
-            self.view.upsert([(row, *version)]);
+        } else {
+            self.view.mark_down(id, *version);
         }
         Ok(true)
     }
@@ -60,17 +59,11 @@ impl Registry for MemoryRegistry {
 
     async fn heartbeat(&self, instance: &Instance) -> Result<bool, RegistryError> {
         let mut version = self.lock();
-        let mut row = match self.view.get(&instance.id) {
-            Some(row) => row,
-            None => {
-                instance.validate()?;
-                instance.clone()
-            }
-        };
-        row.healthy = true;
-        row.last_heartbeat_ms = now_ms();
+        if self.view.get(&instance.id).is_none() {
+            instance.validate()?;
+        }
         *version += 1;
-        self.view.upsert([(row, *version)]);
+        self.view.beat(instance.clone(), now_ms(), *version);
         Ok(true)
     }
 
@@ -79,21 +72,18 @@ impl Registry for MemoryRegistry {
         *version += 1;
         let now = now_ms();
         let (stale, gone) = (ms_before(now, timeout), ms_before(now, evict_after));
-        let mut sweep = Sweep::default();
         let (mut evicted, mut marked) = (Vec::new(), Vec::new());
-        let due = |row: &Instance| (!row.healthy && row.last_heartbeat_ms < gone) || (row.healthy && row.check_healthy && row.last_heartbeat_ms < stale);
-        for mut row in self.view.select(due) {
-            if !row.healthy && row.last_heartbeat_ms < gone {
-                evicted.push((row.id, *version));
-            } else if row.healthy && row.check_healthy && row.last_heartbeat_ms < stale {
-                row.healthy = false;
-                marked.push((row, *version));
-            }
+        let due = |row: &Instance| {
+            (!row.healthy && row.last_heartbeat_ms < gone) || (row.healthy && row.check_healthy && row.last_heartbeat_ms < stale)
+        };
+        for row in self.view.select(due) {
+            if row.healthy { marked.push(row.id) } else { evicted.push((row.id, *version)) }
         }
-        sweep.evicted = evicted.len() as u64;
-        sweep.marked_unhealthy = marked.len() as u64;
+        let sweep = Sweep { marked_unhealthy: marked.len() as u64, evicted: evicted.len() as u64 };
         self.view.remove(evicted);
-        self.view.upsert(marked);
+        for id in &marked {
+            self.view.mark_down(id, *version);
+        }
         Ok(sweep)
     }
 

@@ -124,6 +124,15 @@ fn decode_versioned(row: &PgRow) -> Result<(Instance, i64), RegistryError> {
     Ok((super::decode_row(row)?, row.try_get::<i64, _>(11)?))
 }
 
+fn decode_all(rows: &[PgRow]) -> Result<Vec<(Instance, i64)>, RegistryError> {
+    rows.iter().map(decode_versioned).collect()
+}
+
+/// The identities and versions of removed rows.
+fn removals(rows: Vec<(Instance, i64)>) -> Vec<(InstanceId, i64)> {
+    rows.into_iter().map(|(i, v)| (i.id, v)).collect()
+}
+
 async fn upsert_many(pool: &PgPool, view: &View, rows: &[Instance], on_conflict: &str) -> Result<(), sqlx::Error> {
     let sql = format!("{UPSERT_MANY}{on_conflict}, version = EXCLUDED.version RETURNING {COLUMNS}, version");
     let written = sqlx::query(&sql)
@@ -143,7 +152,7 @@ async fn upsert_many(pool: &PgPool, view: &View, rows: &[Instance], on_conflict:
 
 /// Applies rows a statement returned; a row that does not decode is a corrupt store, reported as such.
 fn apply(view: &View, rows: &[PgRow]) -> Result<(), sqlx::Error> {
-    let decoded = rows.iter().map(decode_versioned).collect::<Result<Vec<_>, _>>().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let decoded = decode_all(rows).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     view.upsert(decoded);
     Ok(())
 }
@@ -156,7 +165,7 @@ async fn reload(pool: &PgPool, view: &View) -> Result<(), RegistryError> {
     let rows = sqlx::query(&format!("SELECT {COLUMNS}, version FROM omnihost_instances")).fetch_all(&mut *tx).await?;
     let snapshot: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM omnihost_instances").fetch_one(&mut *tx).await?;
     tx.commit().await?;
-    let all = rows.iter().map(decode_versioned).collect::<Result<Vec<_>, _>>()?;
+    let all = decode_all(&rows)?;
     view.reload(all, snapshot);
     Ok(())
 }
@@ -217,7 +226,7 @@ async fn apply_notices(pool: &PgPool, view: &View, notices: Vec<Notice>) -> Resu
     .bind(ranges.iter().map(|r| r.1).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
-    view.upsert(rows.iter().map(decode_versioned).collect::<Result<Vec<_>, _>>()?);
+    view.upsert(decode_all(&rows)?);
     Ok(())
 }
 
@@ -421,9 +430,9 @@ impl Registry for PostgresRegistry {
             .bind(i32::from(id.port))
             .fetch_all(&self.pool)
             .await?;
-        let rows = rows.iter().map(decode_versioned).collect::<Result<Vec<_>, _>>()?;
+        let rows = decode_all(&rows)?;
         if remove {
-            self.view.remove(rows.into_iter().map(|(i, v)| (i.id, v)).collect::<Vec<_>>());
+            self.view.remove(removals(rows));
         } else {
             self.view.upsert(rows);
         }
@@ -457,10 +466,10 @@ impl Registry for PostgresRegistry {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let evicted = evicted.iter().map(decode_versioned).collect::<Result<Vec<_>, _>>()?;
-        let marked = marked.iter().map(decode_versioned).collect::<Result<Vec<_>, _>>()?;
+        let evicted = decode_all(&evicted)?;
+        let marked = decode_all(&marked)?;
         let sweep = Sweep { marked_unhealthy: marked.len() as u64, evicted: evicted.len() as u64 };
-        self.view.remove(evicted.into_iter().map(|(i, v)| (i.id, v)).collect::<Vec<_>>());
+        self.view.remove(removals(evicted));
         self.view.upsert(marked);
         Ok(sweep)
     }

@@ -134,13 +134,9 @@ async fn write_heartbeats(pool: &SqlitePool, shared: &Shared, rows: Vec<Instance
     }
     tx.commit().await?;
     *version += 1;
-    let written = rows.into_iter().map(|sent| {
-        let mut row = shared.view.get(&sent.id).unwrap_or(sent);
-        row.healthy = true;
-        row.last_heartbeat_ms = now;
-        (row, *version)
-    });
-    shared.view.upsert(written.collect::<Vec<_>>());
+    for sent in rows {
+        shared.view.beat(sent, now, *version);
+    }
     Ok(())
 }
 
@@ -208,10 +204,7 @@ impl Registry for SqliteRegistry {
         if remove {
             self.shared.view.remove([(id.clone(), *version)]);
         } else {
-            if let Some(mut down) = self.shared.view.get(id) {
-                down.healthy = false;
-                self.shared.view.upsert([(down, *version)]);
-            }
+            self.shared.view.mark_down(id, *version);
         }
         Ok(true)
     }

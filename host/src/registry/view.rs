@@ -58,7 +58,7 @@ impl View {
     }
 
     pub(crate) fn get(&self, id: &InstanceId) -> Option<Instance> {
-        self.read().by_model.get(&id.model_name).and_then(|m| m.get(id)).map(|(i, _)| i.clone())
+        held(&self.read(), id)
     }
 
     /// `(all rows, healthy rows)`.
@@ -74,6 +74,25 @@ impl View {
         let mut rows = self.write();
         for (instance, version) in written {
             upsert_one(&mut rows, instance, version);
+        }
+    }
+
+    /// Applies a heartbeat written at `now` by `version`: a held row keeps its fields and turns healthy, an
+    /// unknown one is added as sent.
+    pub(crate) fn beat(&self, sent: Instance, now: i64, version: i64) {
+        let mut rows = self.write();
+        let mut row = held(&rows, &sent.id).unwrap_or(sent);
+        row.healthy = true;
+        row.last_heartbeat_ms = now;
+        upsert_one(&mut rows, row, version);
+    }
+
+    /// Marks a held row unhealthy, as written by `version`.
+    pub(crate) fn mark_down(&self, id: &InstanceId, version: i64) {
+        let mut rows = self.write();
+        if let Some(mut row) = held(&rows, id) {
+            row.healthy = false;
+            upsert_one(&mut rows, row, version);
         }
     }
 
@@ -110,6 +129,10 @@ impl View {
             upsert_one(&mut rows, instance, version);
         }
     }
+}
+
+fn held(rows: &Rows, id: &InstanceId) -> Option<Instance> {
+    rows.by_model.get(&id.model_name).and_then(|m| m.get(id)).map(|(i, _)| i.clone())
 }
 
 fn upsert_one(rows: &mut Rows, instance: Instance, version: i64) {

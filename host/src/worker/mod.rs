@@ -404,20 +404,12 @@ async fn run_batch(plugin: &Plugin, jobs: Vec<Job>) {
     let sha = version.info.sha256[..12].to_string();
     let truncate = jobs.first().is_some_and(|j| j.truncate);
     let all: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
-    let expected = all.len();
     match version.embed(all, truncate).await {
-        Ok(vectors) if vectors.len() == expected => {
+        Ok(vectors) => {
             let mut vectors = vectors.into_iter();
             for job in jobs {
                 let mine: Vec<Embedded> = vectors.by_ref().take(job.texts.len()).collect();
                 let _ = job.reply.send(Ok(EmbedOutput { vectors: mine, plugin_version: sha.clone() }));
-            }
-        }
-        // A wrong count cannot be pinned on one request of the batch: retried alone below, like a failure.
-        Ok(vectors) if jobs.len() == 1 => {
-            if let Some(job) = jobs.into_iter().next() {
-                let problem = crate::plugin::OutputProblem::Count { expected, got: vectors.len() };
-                let _ = job.reply.send(Err(WorkerError::Call(version.bad_output(problem))));
             }
         }
         Err(e) if jobs.len() == 1 => {
@@ -425,21 +417,18 @@ async fn run_batch(plugin: &Plugin, jobs: Vec<Job>) {
                 let _ = job.reply.send(Err(WorkerError::Call(e)));
             }
         }
-        Ok(_) | Err(_) => {
-            // Someone in the batch made it fail: retry each alone so only the guilty request fails.
+        Err(_) => {
+            // Someone in the batch made it fail (a trap, or an answer that does not fit the batch): retry each
+            // alone so only the guilty request fails.
             let retries = jobs.into_iter().map(|job| {
                 let version = version.clone();
                 let sha = sha.clone();
                 async move {
-                    let expected = job.texts.len();
-                    let result = match version.embed(job.texts, job.truncate).await {
-                        Ok(vectors) if vectors.len() != expected => {
-                            let problem = crate::plugin::OutputProblem::Count { expected, got: vectors.len() };
-                            Err(WorkerError::Call(version.bad_output(problem)))
-                        }
-                        Ok(vectors) => Ok(EmbedOutput { vectors, plugin_version: sha }),
-                        Err(e) => Err(WorkerError::Call(e)),
-                    };
+                    let result = version
+                        .embed(job.texts, job.truncate)
+                        .await
+                        .map(|vectors| EmbedOutput { vectors, plugin_version: sha })
+                        .map_err(WorkerError::Call);
                     let _ = job.reply.send(result);
                 }
             });

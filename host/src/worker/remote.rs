@@ -135,14 +135,14 @@ impl Resolver {
         suspects.insert(address, now + SUSPECT_FOR);
     }
 
-    /// Healthy, enabled candidates, those that failed recently left out while any other is left.
-    fn candidates(&self, all: &[Instance]) -> Vec<Instance> {
-        let healthy: Vec<Instance> = all.iter().filter(|i| i.healthy && i.enabled).cloned().collect();
+    /// Healthy, enabled instances that have not failed recently.
+    fn trusted(&self, all: &[Instance]) -> Vec<Instance> {
         let now = Instant::now();
         let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
-        let trusted: Vec<Instance> =
-            healthy.iter().filter(|i| suspects.get(&i.id.address()).is_none_or(|until| *until <= now)).cloned().collect();
-        if trusted.is_empty() { healthy } else { trusted }
+        all.iter()
+            .filter(|i| i.healthy && i.enabled && suspects.get(&i.id.address()).is_none_or(|until| *until <= now))
+            .cloned()
+            .collect()
     }
 
     /// Tries healthy instances, weighted, until one answers.
@@ -155,11 +155,11 @@ impl Resolver {
         if all.is_empty() {
             return Err(RouteError::NotFound(model.to_string()));
         }
-        let mut candidates = self.candidates(&all);
+        let mut candidates = self.trusted(&all);
         let mut tried: Vec<String> = Vec::new();
         loop {
             let Some(pick) = pick_weighted(&candidates).cloned() else {
-                // The suspects left out at first are still worth a try before giving up.
+                // The recent failures left out at first are still worth a try before giving up.
                 let rest: Vec<Instance> =
                     all.iter().filter(|i| i.healthy && i.enabled && !tried.contains(&i.id.address())).cloned().collect();
                 if rest.is_empty() {
