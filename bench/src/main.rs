@@ -6,7 +6,8 @@
 //! (a) raw ONNX Runtime from Rust with native `tokenizers`: the limit;
 //! (b) omnihost in process: the WebAssembly adapter tokenising and pooling, the host running the model;
 //! (c) omnihost over HTTP with 8 concurrent clients;
-//! (d) the same model driven by hand from Python.
+//! (d) the same model driven by hand from Python;
+//! (e) with `--tei <dir>`: omnihost against text-embeddings-inference over HTTP (see `tei.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ mod generate;
 mod pipeline;
 mod registry;
 mod speech;
+mod tei;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
 const BATCHES: [usize; 2] = [1, 32];
@@ -68,49 +70,37 @@ struct Split {
 }
 
 impl Native {
+    /// The plugin's own logic (the `embed-minilm` crate built natively: tokenising, run planning, pooling)
+    /// around direct ONNX Runtime runs.
     fn embed(&mut self, texts: &[String], split: &mut Split) -> Result<Vec<Vec<f32>>> {
         let t0 = Instant::now();
-        let enc = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let width = enc.iter().map(|e| e.len()).max().unwrap_or(1);
-        let mut ids = vec![0i64; texts.len() * width];
-        let mut mask = vec![0i64; texts.len() * width];
-        for (r, e) in enc.iter().enumerate() {
-            for (c, (&id, &m)) in e.get_ids().iter().zip(e.get_attention_mask()).enumerate() {
-                ids[r * width + c] = i64::from(id);
-                mask[r * width + c] = i64::from(m);
+        let encodings = embed_minilm::encode(&self.tokenizer, texts).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let lengths: Vec<usize> = encodings.iter().map(tokenizers::Encoding::len).collect();
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut t = Instant::now();
+        split.tokenize += t - t0;
+        for rows in embed_minilm::plan(&lengths, 24, 64) {
+            let mut batch = embed_minilm::batch(&encodings, &rows);
+            let shape = vec![batch.rows as i64, batch.width as i64];
+            let inputs = vec![
+                ("input_ids", Tensor::from_array((shape.clone(), std::mem::take(&mut batch.input_ids)))?.into_dyn()),
+                ("attention_mask", Tensor::from_array((shape.clone(), std::mem::take(&mut batch.attention_mask)))?.into_dyn()),
+                ("token_type_ids", Tensor::from_array((shape, std::mem::take(&mut batch.token_type_ids)))?.into_dyn()),
+            ];
+            let t1 = Instant::now();
+            let outputs = self.session.run(inputs)?;
+            let (dims, hidden) = outputs["last_hidden_state"].try_extract_tensor::<f32>()?;
+            let t2 = Instant::now();
+            let vectors = embed_minilm::pool(hidden, &batch, dims[2] as usize).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (&r, v) in rows.iter().zip(vectors) {
+                out[r] = v;
             }
+            let t3 = Instant::now();
+            split.tokenize += t1 - t;
+            split.run += t2 - t1;
+            split.pool += t3 - t2;
+            t = t3;
         }
-        let shape = vec![texts.len() as i64, width as i64];
-        let inputs = vec![
-            ("input_ids", Tensor::from_array((shape.clone(), ids))?.into_dyn()),
-            ("attention_mask", Tensor::from_array((shape.clone(), mask.clone()))?.into_dyn()),
-            ("token_type_ids", Tensor::from_array((shape, vec![0i64; texts.len() * width]))?.into_dyn()),
-        ];
-        let t1 = Instant::now();
-        let outputs = self.session.run(inputs)?;
-        let (dims, hidden) = outputs["last_hidden_state"].try_extract_tensor::<f32>()?;
-        let t2 = Instant::now();
-        let d = dims[2] as usize;
-        let mut out = Vec::with_capacity(texts.len());
-        for r in 0..texts.len() {
-            let mut v = vec![0f32; d];
-            let mut n = 0f32;
-            for c in 0..width {
-                if mask[r * width + c] == 0 {
-                    continue;
-                }
-                n += 1.0;
-                let row = &hidden[(r * width + c) * d..(r * width + c + 1) * d];
-                v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
-            }
-            let norm = v.iter().map(|x| (x / n) * (x / n)).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|x| *x = *x / n / norm);
-            out.push(v);
-        }
-        let t3 = Instant::now();
-        split.tokenize += t1 - t0;
-        split.run += t2 - t1;
-        split.pool += t3 - t2;
         Ok(out)
     }
 }
@@ -173,7 +163,7 @@ async fn load(url: String, clients: usize, batch: usize, stop: Arc<AtomicBool>) 
     Ok((all, failed))
 }
 
-async fn embed_bench() -> Result<()> {
+async fn embed_bench(tei: Option<PathBuf>) -> Result<()> {
     let root = root();
     let models = root.join(".setup/models/all-minilm-l6-v2");
     let sentences = sentences();
@@ -263,6 +253,12 @@ async fn embed_bench() -> Result<()> {
             "        per batch: native tokenise {:.0} µs + run {:.0} µs + pool {:.0} µs; plugin {:.0} µs outside the model run ({:.2}× native), model run {:.0} µs",
             per_a(split.tokenize), per_a(split.run), per_a(split.pool), plugin_prepost, plugin_prepost / native_prepost, plugin_compute
         );
+    }
+
+    if let Some(dir) = &tei {
+        tei::versus_tei(&server.url(), dir, &models.join("model.onnx")).await?;
+    } else {
+        println!("\n(no TEI comparison: give a TEI build with `cargo xtask bench embed --tei <dir>`)");
     }
 
     // Tokenising alone: `count-tokens` in the plugin vs the native tokenizer, per sentence.
@@ -365,9 +361,19 @@ impl<F: std::future::Future> AwaitAfter for F {}
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let what = std::env::args().nth(1).unwrap_or_else(|| "embed".into());
+    // Warnings (a provider that fell back, a plugin that complained) reach stderr; RUST_LOG widens it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().cloned().unwrap_or_else(|| "embed".into());
     match what.as_str() {
-        "embed" => embed_bench().await,
+        "embed" => {
+            let tei = match args.iter().position(|a| a == "--tei") {
+                Some(i) => Some(PathBuf::from(args.get(i + 1).context("--tei needs the folder of a TEI build")?)),
+                None => std::env::var_os("OMNIHOST_BENCH_TEI").map(PathBuf::from),
+            };
+            embed_bench(tei).await
+        }
         "registry" => registry::registry_bench().await,
         "generate" => generate::generate_bench().await,
         "pipeline" => pipeline::pipeline_bench().await,

@@ -172,7 +172,7 @@ pub enum ModelCommand {
         /// The worker host's URL (default: the controller's, which is the worker host under `serve`).
         #[arg(long)]
         worker: Option<String>,
-        /// Extra parameters, `name=value` (max_batch, max_delay_ms, queue_capacity, concurrency_limit, weight).
+        /// Extra parameters, `name=value` (max_batch, max_delay_ms, queue_capacity, max_in_flight, concurrency_limit, weight).
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
     },

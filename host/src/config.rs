@@ -425,11 +425,17 @@ pub struct BatchConfig {
     pub max_delay_ms: u64,
     /// Requests that may wait; more are refused with 429.
     pub queue_capacity: usize,
+    /// Batches handed to the plugin at once (never more than its `max_concurrency`). One by default: requests
+    /// that arrive while a batch runs all join the next one, and a CPU model runs one big batch faster than
+    /// several small ones (each run has a fixed cost, and the plugin can sort a big batch by length to pad
+    /// less). Two overlap the next batch's tokenising with the current run, which pays where pre-processing is
+    /// slow next to the model.
+    pub max_in_flight: usize,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_batch: 32, max_delay_ms: 2, queue_capacity: 1024 }
+        Self { max_batch: 32, max_delay_ms: 2, queue_capacity: 1024, max_in_flight: 1 }
     }
 }
 

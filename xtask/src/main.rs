@@ -390,7 +390,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     eprintln!("\x1b[1mRunning the plugins' own tests (native)\x1b[0m");
     let host = host_triple()?;
     let plugin_tests = run(cargo(&root.join("plugins"))
-        .args(["test", "--release", "-p", "llm-chat", "-p", "scripted-llm", "-p", "ocr-imaging", "-p", "ocr-det-pre", "-p", "ocr-crop", "-p", "phonemizer", "--target", &host, "--target-dir"])
+        .args(["test", "--release", "-p", "llm-chat", "-p", "scripted-llm", "-p", "ocr-imaging", "-p", "ocr-det-pre", "-p", "ocr-crop", "-p", "phonemizer", "-p", "embed-minilm", "--target", &host, "--target-dir"])
         .arg(plugins_target(root)));
     eprintln!("\x1b[1mRunning the JavaScript and Python plugins' own tests\x1b[0m");
     let js_tests = run(Command::new("node").args(["--test"]).current_dir(root.join("plugins/js")));

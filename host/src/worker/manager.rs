@@ -508,7 +508,8 @@ fn positive(params: &Map<String, Value>, name: &str) -> Result<Option<u64>, Mana
 
 /// Applies DB-GPT-style `params` to a model's spec. Unknown parameters are refused, not ignored.
 fn apply_params(spec: &mut ModelConfig, params: &Map<String, Value>) -> Result<(), ManagerError> {
-    const KNOWN: [&str; 7] = ["plugin", "max_batch", "max_delay_ms", "queue_capacity", "concurrency_limit", "weight", "model_name"];
+    const KNOWN: [&str; 8] =
+        ["plugin", "max_batch", "max_delay_ms", "queue_capacity", "max_in_flight", "concurrency_limit", "weight", "model_name"];
     if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ManagerError::BadParam { param: unknown.clone(), reason: "is not a parameter of this worker" });
     }
@@ -527,6 +528,9 @@ fn apply_params(spec: &mut ModelConfig, params: &Map<String, Value>) -> Result<(
     }
     if let Some(n) = positive(params, "queue_capacity")? {
         spec.batch.queue_capacity = n as usize;
+    }
+    if let Some(n) = positive(params, "max_in_flight")? {
+        spec.batch.max_in_flight = n as usize;
     }
     if let Some(n) = positive(params, "concurrency_limit")? {
         spec.concurrency_limit = n as usize;
@@ -578,6 +582,7 @@ fn parameter_descriptions(spec: &ModelConfig) -> Vec<Value> {
         p("max_batch", "int", json!(spec.batch.max_batch), false, "Most inputs in one batched plugin call"),
         p("max_delay_ms", "int", json!(spec.batch.max_delay_ms), false, "Longest a request waits for others to join its batch"),
         p("queue_capacity", "int", json!(spec.batch.queue_capacity), false, "Requests that may wait for the plugin; more get 429"),
+        p("max_in_flight", "int", json!(spec.batch.max_in_flight), false, "Batches handed to the plugin at once"),
         p("concurrency_limit", "int", json!(spec.concurrency_limit), false, "Requests in flight at once; more get 429"),
         p("weight", "float", json!(spec.weight), false, "Share of traffic relative to other instances of the model"),
     ]

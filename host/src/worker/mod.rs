@@ -87,7 +87,7 @@ impl Worker {
         let batch = &spec.batch;
         let capacity = batch.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
-        let slots = Arc::new(Semaphore::new(plugin.limits().max_concurrency.max(1)));
+        let slots = Arc::new(Semaphore::new(plugin.limits().max_concurrency.min(batch.max_in_flight).max(1)));
         let max_delay = Duration::from_millis(batch.max_delay_ms);
         tokio::spawn(batcher(spec.name.clone(), rx, plugin.clone(), slots, batch.max_batch.max(1), max_delay));
         let limit = spec.concurrency_limit.max(1);
@@ -364,6 +364,17 @@ async fn batcher(
         let Some(first) = rx.recv().await else { break };
         let mut texts = first.texts.len();
         let mut jobs = vec![first];
+        // Everything already waiting joins at once: while a batch runs, requests pile up, and the next batch
+        // should take them all rather than one.
+        while texts < max_batch {
+            match rx.try_recv() {
+                Ok(job) => {
+                    texts += job.texts.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
         if in_flight.load(Ordering::Acquire) > 0 {
             let deadline = tokio::time::Instant::now() + max_delay;
             while texts < max_batch {
