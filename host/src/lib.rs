@@ -19,5 +19,6 @@ pub mod pipeline;
 pub mod plugin;
 pub mod registry;
 pub mod server;
+pub mod tasks;
 pub mod time;
 pub mod worker;

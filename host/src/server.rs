@@ -21,6 +21,7 @@ use crate::registry::{
     MemoryRegistry, PostgresRegistry, Registry, RegistryError, RemoteRegistry, SqliteRegistry, SweepSettings, Sweeper,
 };
 use crate::worker::manager::{ManagerError, Registration, WorkerManager};
+use crate::tasks::Background;
 use crate::worker::remote::Resolver;
 
 /// Which parts of omnihost a process runs.
@@ -106,8 +107,8 @@ pub fn check_listen(addr: SocketAddr, config: &Config, role: Role) -> Result<(),
     Ok(())
 }
 
-/// Opens the registry store the config names.
-pub async fn open_registry(config: &Config) -> Result<Arc<dyn Registry>, ServerError> {
+/// Opens the registry store the config names; its writer and listener tasks run in `background`.
+pub async fn open_registry(config: &Config, background: &Background) -> Result<Arc<dyn Registry>, ServerError> {
     let registry = &config.registry;
     Ok(match registry.store {
         StoreKind::Memory => Arc::new(MemoryRegistry::new()),
@@ -117,12 +118,12 @@ pub async fn open_registry(config: &Config) -> Result<Arc<dyn Registry>, ServerE
                 None => config.resolve(&config.server.data_dir).join("registry.sqlite3"),
             };
             tracing::info!(path = %path.display(), "registry: sqlite");
-            Arc::new(SqliteRegistry::open(&path).await?)
+            Arc::new(SqliteRegistry::open_in(&path, background).await?)
         }
         StoreKind::Postgres => {
             let url = registry.url.as_ref().ok_or(ServerError::NoRegistryUrl)?;
             tracing::info!("registry: postgres");
-            Arc::new(PostgresRegistry::connect(url.expose(), registry.max_connections).await?)
+            Arc::new(PostgresRegistry::connect_in(url.expose(), registry.max_connections, background).await?)
         }
     })
 }
@@ -135,7 +136,8 @@ fn split_address(text: &str) -> Option<(String, u16)> {
 
 /// Loads what `role` needs from the config. `addr` is where this process listens. Progress goes to the log.
 pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Services, ServerError> {
-    let registry = if role.keeps_registry() { Some(open_registry(config).await?) } else { None };
+    let background = Background::default();
+    let registry = if role.keeps_registry() { Some(open_registry(config, &background).await?) } else { None };
     let sweeper = registry.as_ref().map(|r| {
         Sweeper::start(
             r.clone(),
@@ -144,6 +146,7 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
                 timeout: Duration::from_millis(config.registry.heartbeat_timeout_ms),
                 evict_after: Duration::from_millis(config.registry.evict_after_ms),
             },
+            &background,
         )
     });
     let controller = match (&config.cluster.controller, role) {
@@ -176,7 +179,10 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
             Some(p) => config.resolve(p),
             None => config.resolve(&config.server.data_dir).join("started-models.json"),
         };
-        let manager = Arc::new(WorkerManager::new(plugins.clone(), config.models.clone(), registration, Some(state_file)));
+        let manager = Arc::new(
+            WorkerManager::new(plugins.clone(), config.models.clone(), registration, Some(state_file))
+                .in_background(background.clone()),
+        );
         manager.start().await?;
         Some(manager)
     } else {
@@ -210,6 +216,7 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
         roles: role.names(),
         onnxruntime,
         pooling,
+        background,
     })
 }
 
@@ -429,6 +436,12 @@ async fn serve_with_state(
         }
         if let Some(sweeper) = &services.sweeper {
             sweeper.stop().await;
+        }
+        // Then every background task (batchers, schedulers, registry writers and listeners) is cancelled, and
+        // waited for, so nothing of this server is still running when serving returns.
+        let left = services.background.shutdown(grace).await;
+        if left > 0 {
+            tracing::warn!(tasks = left, "background tasks still running after the shutdown grace");
         }
     }
     Ok(())

@@ -30,11 +30,15 @@ async fn similar_sentences_score_as_the_reference_model_does() {
 async fn a_batch_returns_the_same_vectors_as_single_requests() {
     let server = start("").await;
     let client = client();
+    // Lengths far apart and out of order: the adapter sorts the batch and runs the short and the long inputs
+    // apart, so every vector must still come back in its input's place.
     let texts = [
-        "short",
-        "A man is eating food.",
         "A considerably longer sentence, which pads every shorter one in the same batch with many zeros.",
+        "short",
         "日本語の文も埋め込めます。",
+        "A man is eating food.",
+        "Another long sentence that keeps going for a while, so that it needs a run of its own as well.",
+        "tiny",
     ];
     let batch = embed(&client, &server.url(), &texts).await;
     for (i, text) in texts.iter().enumerate() {
@@ -67,7 +71,12 @@ async fn concurrent_requests_are_batched_without_changing_results() {
             assert!(dot(&v, &reference) < 0.9);
         }
     }
+    // Shutdown stops the batcher and the batch tasks with everything else in the background.
+    let services = server.wait_ready(std::time::Duration::from_secs(1)).await.unwrap();
+    assert!(services.background.running() > 0, "the batcher runs in the server's background");
     server.stop().await.unwrap();
+    assert!(services.background.is_cancelled());
+    assert_eq!(services.background.running(), 0, "background tasks left running after the server stopped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,6 +157,7 @@ async fn behaviours(kind: &str) {
     let sweeper = Sweeper::start(
         r.clone(),
         SweepSettings { interval: Duration::from_millis(200), timeout: Duration::from_secs(1), evict_after: Duration::from_secs(3600) },
+        &omnihost::tasks::Background::default(),
     );
     let b = instance("swept", "10.0.0.1", 7000);
     r.register(&b).await.unwrap();

@@ -45,6 +45,8 @@ pub struct Services {
     pub onnxruntime: Option<PathBuf>,
     /// Whether the wasm pooling allocator is in use (it falls back to on-demand allocation).
     pub pooling: bool,
+    /// The server's background tasks, stopped together at shutdown.
+    pub background: crate::tasks::Background,
 }
 
 /// Settings the HTTP layer needs, taken from the server config and flags.

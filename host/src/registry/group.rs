@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Instance, InstanceId, RegistryError};
+use crate::tasks::Background;
 
 type Reply = oneshot::Sender<Result<(), Arc<sqlx::Error>>>;
 
@@ -21,15 +22,16 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task; it ends when the store holding this is dropped. `write` gets each batch with at
-    /// most one row per instance, sorted by identity (a fixed lock order, so two controllers cannot deadlock).
-    pub(crate) fn start<F, Fut>(write: F) -> Self
+    /// Starts the writer task in `background`; it ends when the store holding this is dropped, or at shutdown.
+    /// `write` gets each batch with at most one row per instance, sorted by identity (a fixed lock order, so two
+    /// controllers cannot deadlock).
+    pub(crate) fn start<F, Fut>(write: F, background: &Background) -> Self
     where
         F: Fn(Vec<Instance>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), sqlx::Error>> + Send,
     {
         let (tx, mut rx) = mpsc::channel::<(Instance, Reply)>(MAX_BATCH * 4);
-        tokio::spawn(async move {
+        background.spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {

@@ -18,6 +18,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use tokio::sync::{Mutex, mpsc};
 
 use super::group::GroupCommit;
+use crate::tasks::Background;
 use super::view::View;
 use super::{COLUMNS, Instance, InstanceId, Query, Registry, RegistryError, Sweep};
 
@@ -325,6 +326,11 @@ async fn follow(pool: PgPool, view: Arc<View>, mut heard: mpsc::UnboundedReceive
 impl PostgresRegistry {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and brings the schema up to date.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, RegistryError> {
+        Self::connect_in(url, max_connections, &Background::default()).await
+    }
+
+    /// Like [`PostgresRegistry::connect`], its listener, follower and heartbeat writer running in `background`.
+    pub async fn connect_in(url: &str, max_connections: u32, background: &Background) -> Result<Self, RegistryError> {
         let options = PgConnectOptions::from_str(url)?.disable_statement_logging();
         let own: Own = Arc::default();
         let mine = own.clone();
@@ -348,14 +354,17 @@ impl PostgresRegistry {
         reload(&pool, &view).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let follower = vec![
-            tokio::spawn(listen(pool.clone(), listener, own, tx)).abort_handle(),
-            tokio::spawn(follow(pool.clone(), view.clone(), rx)).abort_handle(),
+            background.spawn(listen(pool.clone(), listener, own, tx)).abort_handle(),
+            background.spawn(follow(pool.clone(), view.clone(), rx)).abort_handle(),
         ];
         let (writer_pool, writer_view) = (pool.clone(), view.clone());
-        let heartbeats = GroupCommit::start(move |rows| {
-            let (pool, view) = (writer_pool.clone(), writer_view.clone());
-            async move { upsert_many(&pool, &view, &rows, "healthy = TRUE, last_heartbeat_ms = EXCLUDED.last_heartbeat_ms").await }
-        });
+        let heartbeats = GroupCommit::start(
+            move |rows| {
+                let (pool, view) = (writer_pool.clone(), writer_view.clone());
+                async move { upsert_many(&pool, &view, &rows, "healthy = TRUE, last_heartbeat_ms = EXCLUDED.last_heartbeat_ms").await }
+            },
+            background,
+        );
         let leadership = Mutex::new(Leadership { conn: None, leading: false });
         Ok(Self { pool, options, leadership, heartbeats, view, follower })
     }

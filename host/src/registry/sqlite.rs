@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::group::GroupCommit;
+use crate::tasks::Background;
 use super::view::View;
 use super::{COLUMNS, Instance, InstanceId, Query, Registry, RegistryError, Sweep, decode_row, ms_before, now_ms};
 
@@ -84,6 +85,11 @@ fn bind_row<'q>(
 impl SqliteRegistry {
     /// Opens (creating if needed) the registry file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, RegistryError> {
+        Self::open_in(path, &Background::default()).await
+    }
+
+    /// Like [`SqliteRegistry::open`], its heartbeat writer running in `background`.
+    pub async fn open_in(path: &Path, background: &Background) -> Result<Self, RegistryError> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -101,10 +107,13 @@ impl SqliteRegistry {
             shared.reload(&pool, &mut version).await?;
         }
         let (writer_pool, writer) = (pool.clone(), shared.clone());
-        let heartbeats = GroupCommit::start(move |rows| {
-            let (pool, shared) = (writer_pool.clone(), writer.clone());
-            async move { write_heartbeats(&pool, &shared, rows).await }
-        });
+        let heartbeats = GroupCommit::start(
+            move |rows| {
+                let (pool, shared) = (writer_pool.clone(), writer.clone());
+                async move { write_heartbeats(&pool, &shared, rows).await }
+            },
+            background,
+        );
         Ok(Self { pool, heartbeats, shared })
     }
 

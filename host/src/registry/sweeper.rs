@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Registry;
+use crate::tasks::Background;
 
 /// How often to sweep and what counts as dead.
 #[derive(Debug, Clone, Copy)]
@@ -40,11 +41,12 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    pub fn start(registry: Arc<dyn Registry>, settings: SweepSettings) -> Sweeper {
+    /// Starts sweeping in `background`.
+    pub fn start(registry: Arc<dyn Registry>, settings: SweepSettings, background: &Background) -> Sweeper {
         let stats = Arc::new(SweeperStats::default());
         let (stop, mut stopped) = watch::channel(false);
         let (reg, st) = (registry.clone(), stats.clone());
-        let task = tokio::spawn(async move {
+        let task = background.spawn(async move {
             let mut tick = tokio::time::interval(settings.interval.max(Duration::from_millis(10)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

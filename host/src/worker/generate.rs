@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::compute::{ComputeError, Decoder, SeqId};
 use crate::plugin::bindings::decoding::{FinishReason, LogprobInfo, Prepared, StepInput, StepOutput};
 use crate::plugin::{CallError, GuestError, Version};
+use crate::tasks::Background;
 
 /// Why a sequence ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,8 +85,9 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Starts the scheduler task of `decoder`. It ends when the handle is dropped and its queue is drained.
-    pub fn start(decoder: Arc<Decoder>, queue_capacity: usize, prefill_chunk: usize) -> Scheduler {
+    /// Starts the scheduler task of `decoder` in `background`. It ends when the handle is dropped and its queue
+    /// is drained, or at shutdown.
+    pub fn start(decoder: Arc<Decoder>, queue_capacity: usize, prefill_chunk: usize, background: &Background) -> Scheduler {
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let stats = Arc::new(SchedulerStats::default());
         let looped = Loop {
@@ -96,7 +98,7 @@ impl Scheduler {
             prefilling: None,
             next_seq: 0,
         };
-        tokio::spawn(looped.run(rx));
+        background.spawn(looped.run(rx));
         Scheduler { tx, stats }
     }
 

@@ -21,6 +21,7 @@ use super::Worker;
 use crate::config::{ModelConfig, WorkerType};
 use crate::plugin::Plugins;
 use crate::registry::{Instance, InstanceId, Registry, RegistryError};
+use crate::tasks::Background;
 
 /// Errors of the worker manager.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,8 @@ pub struct WorkerManager {
     configured: Vec<ModelConfig>,
     workers: RwLock<BTreeMap<Key, Arc<Entry>>>,
     persist_lock: tokio::sync::Mutex<()>,
+    /// Where batchers, schedulers and heartbeats run.
+    background: Background,
 }
 
 impl WorkerManager {
@@ -145,7 +148,15 @@ impl WorkerManager {
             configured,
             workers: RwLock::new(BTreeMap::new()),
             persist_lock: tokio::sync::Mutex::new(()),
+            background: Background::default(),
         }
+    }
+
+    /// Runs the workers' batchers, schedulers and heartbeats in `background` (a server's, which its shutdown
+    /// stops) instead of a set of its own.
+    pub fn in_background(mut self, background: Background) -> Self {
+        self.background = background;
+        self
     }
 
     pub fn plugins(&self) -> &Arc<Plugins> {
@@ -343,7 +354,7 @@ impl WorkerManager {
     async fn start_entry(&self, entry: &Entry) -> Result<(), ManagerError> {
         let spec = entry.spec();
         let plugin = self.check(&spec)?;
-        let worker = Worker::start(&spec, plugin);
+        let worker = Worker::start(&spec, plugin, &self.background);
         if let Some(registration) = &self.registration {
             let instance = self.instance(&spec, registration)?;
             if let Err(source) = registration.registry.register(&instance).await {
@@ -351,7 +362,7 @@ impl WorkerManager {
                 return Err(ManagerError::Register { model: spec.name.clone(), source });
             }
             let (registry, interval) = (registration.registry.clone(), registration.heartbeat_interval);
-            let task = tokio::spawn(async move {
+            let task = self.background.spawn(async move {
                 let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick.tick().await;

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use crate::config::{ModelConfig, WorkerType};
 use crate::plugin::bindings::{decoding, worker_exports};
 use crate::plugin::{AdapterInfo, CallError, Embedded, Plugin, Version};
+use crate::tasks::Background;
 pub use generate::{Event, Finish, Scheduler, SchedulerStats, SequenceError};
 
 /// Errors of a served model.
@@ -79,17 +80,21 @@ pub struct Worker {
     tx: mpsc::Sender<Job>,
     /// One scheduler per decoder this model's plugin versions have used (normally one).
     schedulers: std::sync::Mutex<std::collections::HashMap<String, Arc<Scheduler>>>,
+    /// Where the batcher and schedulers run, so shutdown can stop them.
+    background: Background,
 }
 
 impl Worker {
-    /// Starts the model's batcher task. The batcher ends once the worker is dropped and its queue is drained.
-    pub fn start(spec: &ModelConfig, plugin: Arc<Plugin>) -> Arc<Worker> {
+    /// Starts the model's batcher task in `background`. The batcher ends once the worker is dropped and its
+    /// queue is drained, or at shutdown.
+    pub fn start(spec: &ModelConfig, plugin: Arc<Plugin>, background: &Background) -> Arc<Worker> {
         let batch = &spec.batch;
         let capacity = batch.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let slots = Arc::new(Semaphore::new(plugin.limits().max_concurrency.min(batch.max_in_flight).max(1)));
         let max_delay = Duration::from_millis(batch.max_delay_ms);
-        tokio::spawn(batcher(spec.name.clone(), rx, plugin.clone(), slots, batch.max_batch.max(1), max_delay));
+        let gather = Gather { max_batch: batch.max_batch.max(1), max_delay };
+        background.spawn(batcher(spec.name.clone(), rx, plugin.clone(), slots, gather, background.clone()));
         let limit = spec.concurrency_limit.max(1);
         Arc::new(Worker {
             model: spec.name.clone(),
@@ -101,6 +106,7 @@ impl Worker {
             stopped: AtomicBool::new(false),
             tx,
             schedulers: std::sync::Mutex::new(std::collections::HashMap::new()),
+            background: background.clone(),
         })
     }
 
@@ -174,7 +180,7 @@ impl Worker {
             .entry(binding.info.model.clone())
             .or_insert_with(|| {
                 let limits = &binding.decoder.limits;
-                Arc::new(Scheduler::start(binding.decoder.clone(), limits.queue_capacity, limits.prefill_chunk))
+                Arc::new(Scheduler::start(binding.decoder.clone(), limits.queue_capacity, limits.prefill_chunk, &self.background))
             })
             .clone()
     }
@@ -350,13 +356,19 @@ fn counted(model: &str, mut events: mpsc::UnboundedReceiver<Event>) -> mpsc::Unb
 
 /// Gathers queued requests into batches. It takes a request off the queue only once the plugin has room for
 /// another call, so a saturated plugin fills the queue and callers get a 429 instead of piling up unseen.
+/// How a batch gathers: up to `max_batch` texts, waiting up to `max_delay` for more while another runs.
+struct Gather {
+    max_batch: usize,
+    max_delay: Duration,
+}
+
 async fn batcher(
     model: String,
     mut rx: mpsc::Receiver<Job>,
     plugin: Arc<Plugin>,
     slots: Arc<Semaphore>,
-    max_batch: usize,
-    max_delay: Duration,
+    Gather { max_batch, max_delay }: Gather,
+    background: Background,
 ) {
     let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
@@ -394,7 +406,7 @@ async fn batcher(
         let plugin = plugin.clone();
         crate::metrics::queue_depth(&model, rx.len());
         let model = model.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             for group in [truncating, strict] {
                 if !group.is_empty() {
                     let texts = group.iter().map(|j| j.texts.len()).sum();
