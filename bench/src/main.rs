@@ -79,7 +79,7 @@ impl Native {
         let mut out = vec![Vec::new(); texts.len()];
         let mut t = Instant::now();
         split.tokenize += t - t0;
-        for rows in embed_minilm::plan(&lengths, 24, 64) {
+        for rows in embed_minilm::plan(&lengths, embed_minilm::RUN_OVERHEAD_TOKENS, embed_minilm::MAX_BATCH) {
             let mut batch = embed_minilm::batch(&encodings, &rows);
             let shape = vec![batch.rows as i64, batch.width as i64];
             let inputs = vec![

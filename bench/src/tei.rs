@@ -42,7 +42,8 @@ impl Tei {
             bail!("{} has no run.sh: build TEI with its build script first", dir.display());
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::fs::File::create(std::env::temp_dir().join("omnihost-bench-tei.log"))?;
+        let log_path = std::env::temp_dir().join("omnihost-bench-tei.log");
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(&run)
             .env("PORT", port.to_string())
             .stdout(log.try_clone()?)
@@ -58,7 +59,7 @@ impl Tei {
                 return Ok(tei);
             }
             if Instant::now() > deadline {
-                bail!("TEI did not become healthy in 120 s (log: {})", std::env::temp_dir().join("omnihost-bench-tei.log").display());
+                bail!("TEI did not become healthy in 120 s (log: {})", log_path.display());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -18,9 +18,9 @@ use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use tokio::sync::{Mutex, mpsc};
 
 use super::group::GroupCommit;
-use crate::tasks::Background;
 use super::view::View;
 use super::{COLUMNS, Instance, InstanceId, Query, Registry, RegistryError, Sweep};
+use crate::tasks::Background;
 
 /// The channel the trigger announces written rows on.
 const CHANNEL: &str = "omnihost_instances";

@@ -11,9 +11,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::group::GroupCommit;
-use crate::tasks::Background;
 use super::view::View;
 use super::{COLUMNS, Instance, InstanceId, Query, Registry, RegistryError, Sweep, decode_row, ms_before, now_ms};
+use crate::tasks::Background;
 
 /// Schema versions, applied in order at start-up and recorded in `omnihost_schema`.
 const MIGRATIONS: &[(i64, &str)] = &[(

@@ -354,14 +354,14 @@ fn counted(model: &str, mut events: mpsc::UnboundedReceiver<Event>) -> mpsc::Unb
     rx
 }
 
-/// Gathers queued requests into batches. It takes a request off the queue only once the plugin has room for
-/// another call, so a saturated plugin fills the queue and callers get a 429 instead of piling up unseen.
 /// How a batch gathers: up to `max_batch` texts, waiting up to `max_delay` for more while another runs.
 struct Gather {
     max_batch: usize,
     max_delay: Duration,
 }
 
+/// Gathers queued requests into batches. It takes a request off the queue only once the plugin has room for
+/// another call, so a saturated plugin fills the queue and callers get a 429 instead of piling up unseen.
 async fn batcher(
     model: String,
     mut rx: mpsc::Receiver<Job>,
@@ -376,28 +376,18 @@ async fn batcher(
         let Some(first) = rx.recv().await else { break };
         let mut texts = first.texts.len();
         let mut jobs = vec![first];
-        // Everything already waiting joins at once: while a batch runs, requests pile up, and the next batch
-        // should take them all rather than one.
+        // Everything already waiting joins at once (while a batch runs, requests pile up, and the next batch
+        // should take them all rather than one); while another batch runs, more may join until `max_delay`.
+        let deadline = (in_flight.load(Ordering::Acquire) > 0).then(|| tokio::time::Instant::now() + max_delay);
         while texts < max_batch {
-            match rx.try_recv() {
-                Ok(job) => {
-                    texts += job.texts.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        if in_flight.load(Ordering::Acquire) > 0 {
-            let deadline = tokio::time::Instant::now() + max_delay;
-            while texts < max_batch {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(job)) => {
-                        texts += job.texts.len();
-                        jobs.push(job);
-                    }
-                    _ => break,
-                }
-            }
+            let next = match (rx.try_recv(), deadline) {
+                (Ok(job), _) => Some(job),
+                (Err(_), Some(deadline)) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
+                (Err(_), None) => None,
+            };
+            let Some(job) = next else { break };
+            texts += job.texts.len();
+            jobs.push(job);
         }
         // Requests that differ in options cannot share a plugin call.
         let (truncating, strict): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.truncate);

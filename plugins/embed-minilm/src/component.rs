@@ -50,8 +50,8 @@ fn load() -> Result<State, PluginError> {
         .ok_or_else(|| PluginError::Internal("config `tokenizer` (path of tokenizer.json) is not set".into()))?;
     let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| internal(&format!("loading {path}"), e))?;
     let max_tokens = config_number("max-input-tokens", 256)?;
-    let max_batch = config_number("max-batch", 64)?.max(1);
-    let run_overhead = config_number("run-overhead-tokens", 24)?;
+    let max_batch = config_number("max-batch", crate::MAX_BATCH)?.max(1);
+    let run_overhead = config_number("run-overhead-tokens", crate::RUN_OVERHEAD_TOKENS)?;
     // The shipped tokenizer.json pads every input to 128; padding is done here to the batch's longest input,
     // and pooling relies on it being at the end of each row.
     tokenizer.with_padding(None);

@@ -16,6 +16,11 @@ mod component;
 
 use tokenizers::{Encoding, Tokenizer};
 
+/// Most texts in one model run, unless configured (`max-batch`).
+pub const MAX_BATCH: usize = 64;
+/// What one more model run costs, in padded token slots, unless configured (`run-overhead-tokens`); see [`plan`].
+pub const RUN_OVERHEAD_TOKENS: usize = 24;
+
 /// Tokenised texts of one model run, right-padded to the longest, as the model's three `[rows, width]` inputs.
 #[derive(Debug, Default)]
 pub struct Batch {
