@@ -20,9 +20,10 @@ use crate::plugin::{Plugin, PluginEngine, PluginError, Plugins};
 use crate::registry::{
     MemoryRegistry, PostgresRegistry, Registry, RegistryError, RemoteRegistry, SqliteRegistry, SweepSettings, Sweeper,
 };
-use crate::worker::manager::{ManagerError, Registration, WorkerManager};
+use crate::worker::error::ManagerError;
+use crate::worker::manager::{Registration, WorkerManager};
 use crate::tasks::Background;
-use crate::worker::remote::Resolver;
+use crate::worker::router::Resolver;
 
 /// Which parts of omnihost a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use omnihost::config::{ModelConfig, WorkerType};
 use omnihost::registry::{MemoryRegistry, Query, Registry, RemoteRegistry};
-use omnihost::worker::manager::{ApplyType, ManagerError, Registration, WorkerManager, spec_from_params};
+use omnihost::worker::error::ManagerError;
+use omnihost::worker::manager::{ApplyType, Registration, WorkerManager};
+use omnihost::worker::params::spec_from_params;
 use serde_json::{Map, json};
 
 use crate::common::{self, MODEL};
@@ -81,7 +83,7 @@ async fn lifecycle_add_apply_restart_startup_shutdown_and_heartbeats() {
     assert_eq!(row(MODEL).await.weight, 3.0);
     let descriptions = manager.parameter_descriptions(WorkerType::Text2vec, MODEL).unwrap();
     assert!(descriptions.len() > 5);
-    assert!(descriptions.iter().any(|d| d["param_name"] == "max_batch" && d["default_value"] == 4));
+    assert!(descriptions.iter().any(|d| d.param_name == "max_batch" && d.default_value == 4));
     let bad: Map<String, serde_json::Value> = json!({"max_batch": 0}).as_object().unwrap().clone();
     let out = manager.apply(Some(MODEL), None, ApplyType::UpdateParams, Some(&bad)).await;
     assert!(!out.success && out.message.contains("max_batch"), "{out:?}");
@@ -108,7 +110,7 @@ async fn lifecycle_add_apply_restart_startup_shutdown_and_heartbeats() {
 
     // Supported models: what this host could start.
     let supported = manager.supported_models();
-    assert!(supported.iter().any(|m| m["path"] == "embed-minilm" && m["worker_type"] == "text2vec"), "{supported:?}");
+    assert!(supported.iter().any(|m| m.path == "embed-minilm" && m.worker_type == "text2vec"), "{supported:?}");
 
     manager.stop().await.unwrap();
     assert_eq!(running(&manager), 0);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::openai::{body_bytes, json_object};
+use super::body::{body_bytes, json_object};
 
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let services = state.services()?;

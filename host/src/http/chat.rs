@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use super::error::ApiError;
-use super::openai::{json_object, required_string, with_version};
+use super::body::{json_object, required_string, with_version};
 use crate::config::WorkerType;
 use crate::plugin::bindings::decoding::{ChatMessage, GenerationRequest, LogprobInfo, Sampling, TokenLogprob};
 use crate::plugin::{CallError, GuestError};
@@ -317,7 +317,7 @@ pub async fn completions(State(state): State<AppState>, body: Result<Bytes, Byte
 }
 
 async fn openai_generate(state: AppState, body: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
-    let bytes = super::openai::body_bytes(body, state.settings().body_limit)?;
+    let bytes = super::body::body_bytes(body, state.settings().body_limit)?;
     let object = json_object(Ok(bytes.clone()), state.settings().body_limit)?;
     let mut params = parse(&object, kind)?;
     if let (Kind::Chat, Some((pipeline, speech))) = (kind, super::speech::speaking_pipeline(&state, &params.model)) {
@@ -353,7 +353,7 @@ async fn openai_generate(state: AppState, body: Result<Bytes, BytesRejection>, k
 fn relay(response: reqwest::Response) -> Response {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = Response::builder().status(status);
-    for name in [header::CONTENT_TYPE.as_str(), super::openai::VERSION_HEADER] {
+    for name in [header::CONTENT_TYPE.as_str(), super::body::VERSION_HEADER] {
         if let Some(value) = response.headers().get(name).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
             builder = builder.header(name, value);
         }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::openai::json_object;
+use super::body::json_object;
 use crate::registry::wire;
 use crate::registry::{Query, Registry};
 

@@ -10,8 +10,8 @@ use crate::plugin::{CallError, GuestError, PluginError};
 use crate::registry::RegistryError;
 use crate::registry::wire::WireError;
 use crate::worker::{SequenceError, WorkerError};
-use crate::worker::manager::ManagerError;
-use crate::worker::remote::RouteError;
+use crate::worker::error::ManagerError;
+use crate::worker::router::RouteError;
 
 /// An error as a client sees it. Internals are logged, not sent.
 #[derive(Debug)]

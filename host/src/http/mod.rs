@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod chat;
 pub mod controller;
 pub mod error;
@@ -25,7 +26,7 @@ use axum::routing::{get, post, put};
 use crate::config::{Secret, ServerConfig};
 use crate::plugin::Plugins;
 use crate::registry::{Registry, Sweeper};
-use crate::worker::remote::Resolver;
+use crate::worker::router::Resolver;
 use error::ApiError;
 
 /// Everything a request can reach once loading has finished. Which parts exist depends on the process's role.

@@ -10,90 +10,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::AppState;
-use crate::plugin::{CallError, GuestError};
+use super::body::{EmbedRequest, RerankRequest, json_object, with_version};
 use super::error::ApiError;
-
-pub use crate::worker::remote::VERSION_HEADER;
-
-/// The body, or a 413 past `limit` / a 400 when it could not be read.
-pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(limit)
-        } else {
-            ApiError::invalid(None, format!("Could not read the request body: {rejection}"))
-        }
-    })
-}
-
-/// Parses a JSON object body, turning every failure into a 400 or 413 that says what was wrong.
-pub fn json_object(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Map<String, Value>, ApiError> {
-    let bytes = body_bytes(body, limit)?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid(None, format!("The request body is not valid JSON: {e}")))?;
-    match value {
-        Value::Object(map) => Ok(map),
-        _ => Err(ApiError::invalid(None, "The request body must be a JSON object")),
-    }
-}
-
-pub fn required<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a Value, ApiError> {
-    body.get(field).ok_or_else(|| ApiError::invalid(Some(field), format!("Missing required parameter: `{field}`")))
-}
-
-pub fn required_string(body: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
-    match required(body, field)? {
-        Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
-        Value::String(_) => Err(ApiError::invalid(Some(field), format!("`{field}` must not be empty"))),
-        _ => Err(ApiError::invalid(Some(field), format!("`{field}` must be a string"))),
-    }
-}
-
-/// Names the plugin version that computed `response` in [`VERSION_HEADER`].
-pub fn with_version(mut response: Response, version: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(version) {
-        response.headers_mut().insert(VERSION_HEADER, v);
-    }
-    response
-}
-
-pub fn string_list(value: &Value, field: &'static str, max: usize) -> Result<Vec<String>, ApiError> {
-    let items = match value {
-        Value::String(s) => vec![Value::String(s.clone())],
-        Value::Array(items) => items.clone(),
-        _ => return Err(ApiError::invalid(Some(field), format!("`{field}` must be a string or a list of strings"))),
-    };
-    if items.is_empty() {
-        return Err(ApiError::invalid(Some(field), format!("`{field}` must not be empty")));
-    }
-    if items.len() > max {
-        return Err(ApiError::invalid(
-            Some(field),
-            format!("`{field}` has {} items; at most {max} are allowed per request", items.len()),
-        ));
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::String(s) if s.is_empty() => {
-                Err(ApiError::invalid(Some(field), format!("`{field}[{i}]` is an empty string")))
-            }
-            Value::String(s) => Ok(s),
-            Value::Number(_) | Value::Array(_) => Err(ApiError::invalid(
-                Some(field),
-                format!("`{field}[{i}]` is not a string: token-id input is not supported, send text"),
-            )),
-            _ => Err(ApiError::invalid(Some(field), format!("`{field}[{i}]` must be a string"))),
-        })
-        .collect()
-}
+use crate::plugin::{CallError, GuestError};
 
 pub async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {
     let services = state.services()?;
@@ -129,8 +53,7 @@ pub async fn models(State(state): State<AppState>) -> Result<Response, ApiError>
 pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let settings = state.settings();
     let body = json_object(body, settings.body_limit)?;
-    let model = required_string(&body, "model")?;
-    let texts = string_list(required(&body, "input")?, "input", settings.max_inputs_per_request)?;
+    let EmbedRequest { model, texts, truncate } = EmbedRequest::parse(&body, settings.max_inputs_per_request)?;
     let base64 = match body.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(f)) if f == "float" => false,
@@ -138,11 +61,6 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
         Some(_) => {
             return Err(ApiError::invalid(Some("encoding_format"), "`encoding_format` must be `float` or `base64`"));
         }
-    };
-    let truncate = match body.get("truncate") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid(Some("truncate"), "`truncate` must be a boolean")),
     };
     let services = state.services()?;
     let local = services.resolver.local().and_then(|m| m.get(&model, None));
@@ -197,18 +115,10 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
     Ok(with_version(Json(body).into_response(), &output.plugin_version))
 }
 
-/// The fields every rerank request has: `model`, `query` and `documents`.
-pub fn rerank_fields(body: &Map<String, Value>, max_documents: usize) -> Result<(String, String, Vec<String>), ApiError> {
-    let model = required_string(body, "model")?;
-    let query = required_string(body, "query")?;
-    let documents = string_list(required(body, "documents")?, "documents", max_documents)?;
-    Ok((model, query, documents))
-}
-
 pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let settings = state.settings();
     let body = json_object(body, settings.body_limit)?;
-    let (model, query, documents) = rerank_fields(&body, settings.max_inputs_per_request)?;
+    let RerankRequest { model, query, documents } = RerankRequest::parse(&body, settings.max_inputs_per_request)?;
     let top_n = match body.get("top_n") {
         None | Some(Value::Null) => documents.len(),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => n.as_u64().unwrap_or(1) as usize,

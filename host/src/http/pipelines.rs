@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::openai::json_object;
+use super::body::json_object;
 use crate::pipeline::{Input, PipelineError, outputs_json};
 
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {

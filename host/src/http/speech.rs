@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::chat::{Params, now_unix, request_id, sse_line};
 use super::error::ApiError;
-use super::openai::{json_object, required_string};
+use super::body::{json_object, required_string};
 use super::pipelines::pipeline_error;
 use crate::compute::ElementType;
 use crate::pipeline::{Given, Input, Pipeline, RequestStream, SpeechConfig, StreamEvent, sentences};

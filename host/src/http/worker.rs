@@ -14,10 +14,11 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::openai::{json_object, required, required_string, rerank_fields, string_list, with_version};
+use super::body::{EmbedRequest, RerankRequest, json_object, required, with_version};
 use crate::config::WorkerType;
-use crate::worker::manager::{ApplyType, WorkerManager, spec_from_params};
-use crate::worker::remote::TOKENS_HEADER;
+use crate::worker::manager::{ApplyType, WorkerManager};
+use crate::worker::params::spec_from_params;
+use crate::worker::router::TOKENS_HEADER;
 
 fn manager(state: &AppState) -> Result<Arc<WorkerManager>, ApiError> {
     state
@@ -52,9 +53,7 @@ fn params(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
 pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let settings = state.settings();
     let body = json_object(body, settings.body_limit)?;
-    let model = required_string(&body, "model")?;
-    let texts = string_list(required(&body, "input")?, "input", settings.max_inputs_per_request)?;
-    let truncate = !matches!(body.get("truncate"), Some(Value::Bool(false)));
+    let EmbedRequest { model, texts, truncate } = EmbedRequest::parse(&body, settings.max_inputs_per_request)?;
     let manager = manager(&state)?;
     let worker = manager.get(&model, None).ok_or_else(|| ApiError::model_not_found(&model))?;
     let output = worker.embed(texts, truncate).await?;
@@ -71,7 +70,7 @@ pub async fn embeddings(State(state): State<AppState>, body: Result<Bytes, Bytes
 pub async fn rerank(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let settings = state.settings();
     let body = json_object(body, settings.body_limit)?;
-    let (model, query, documents) = rerank_fields(&body, settings.max_inputs_per_request)?;
+    let RerankRequest { model, query, documents } = RerankRequest::parse(&body, settings.max_inputs_per_request)?;
     let manager = manager(&state)?;
     let worker = manager.get(&model, None).ok_or_else(|| ApiError::model_not_found(&model))?;
     let (scores, version) = worker.rerank(query, documents).await?;

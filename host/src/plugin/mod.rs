@@ -259,7 +259,6 @@ impl Version {
         result.map_err(|e| CallError::Guest(e.into()))
     }
 
-    /// Embeds `texts` in one call.
     /// Embeds `texts` in one call: one checked vector per text.
     pub async fn embed(&self, texts: Vec<String>, truncate: bool) -> Result<Vec<Embedded>, CallError> {
         let inputs = texts.len();

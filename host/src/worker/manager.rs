@@ -18,35 +18,13 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 
 use super::Worker;
+use super::error::ManagerError;
+use super::params::{ParamDescription, SupportedModel, apply_params, parameter_descriptions};
+use super::state_file::StateFile;
 use crate::config::{ModelConfig, WorkerType};
 use crate::plugin::Plugins;
-use crate::registry::{Instance, InstanceId, Registry, RegistryError};
+use crate::registry::{Instance, InstanceId, Registry};
 use crate::tasks::Background;
-
-/// Errors of the worker manager.
-#[derive(Debug, thiserror::Error)]
-pub enum ManagerError {
-    #[error("model `{0}` is already running on this host")]
-    AlreadyRunning(String),
-    #[error("no worker for model `{0}` on this host")]
-    NotFound(String),
-    #[error("model `{model}` names plugin `{plugin}`, which this host has not loaded")]
-    UnknownPlugin { model: String, plugin: String },
-    #[error("plugin `{plugin}` cannot serve `{model}` as {worker_type}: it supports {supported}")]
-    Unsupported { model: String, plugin: String, worker_type: &'static str, supported: String },
-    #[error("model name `{0}` must be non-empty and must not contain `@`")]
-    BadName(String),
-    #[error("invalid parameter `{param}`: {reason}")]
-    BadParam { param: String, reason: &'static str },
-    #[error("registering `{model}` with the registry")]
-    Register { model: String, #[source] source: RegistryError },
-    #[error("deregistering `{model}` from the registry")]
-    Deregister { model: String, #[source] source: RegistryError },
-    #[error("{action} failed: {message}")]
-    Apply { action: &'static str, message: String },
-    #[error("saving the started models to {path}")]
-    Persist { path: PathBuf, #[source] source: std::io::Error },
-}
 
 /// What to do to workers (DB-GPT's `WorkerApplyType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,13 +66,6 @@ pub struct Registration {
     pub heartbeat_interval: Duration,
 }
 
-/// What is remembered across restarts: models started at run time, and configured models shut down.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Persisted {
-    started: Vec<ModelConfig>,
-    shut_down: Vec<String>,
-}
-
 struct Entry {
     spec: Mutex<ModelConfig>,
     worker: ArcSwapOption<Worker>,
@@ -124,10 +95,9 @@ fn key_text(key: &Key) -> String {
 pub struct WorkerManager {
     plugins: Arc<Plugins>,
     registration: Option<Registration>,
-    state_file: Option<PathBuf>,
+    state_file: StateFile,
     configured: Vec<ModelConfig>,
     workers: RwLock<BTreeMap<Key, Arc<Entry>>>,
-    persist_lock: tokio::sync::Mutex<()>,
     /// Where batchers, schedulers and heartbeats run.
     background: Background,
 }
@@ -144,10 +114,9 @@ impl WorkerManager {
         Self {
             plugins,
             registration,
-            state_file,
+            state_file: StateFile::new(state_file),
             configured,
             workers: RwLock::new(BTreeMap::new()),
-            persist_lock: tokio::sync::Mutex::new(()),
             background: Background::default(),
         }
     }
@@ -220,7 +189,7 @@ impl WorkerManager {
     /// Starts every configured model and every model started at run time before the last shutdown. Fails if
     /// any configured model fails to start (a remembered one that no longer starts is logged and skipped).
     pub async fn start(&self) -> Result<(), ManagerError> {
-        let persisted = self.load_persisted().await;
+        let persisted = self.state_file.load().await;
         for spec in &self.configured {
             if !persisted.shut_down.contains(&format!("{}@{}", spec.name, spec.worker_type.name())) {
                 self.add_worker(spec.clone());
@@ -406,7 +375,7 @@ impl WorkerManager {
     pub async fn model_startup(&self, spec: ModelConfig) -> Result<(), ManagerError> {
         let key = format!("{}@{}", spec.name, spec.worker_type.name());
         self.startup_inner(spec.clone()).await?;
-        self.remember(|p| {
+        self.state_file.update(|p| {
             p.shut_down.retain(|k| *k != key);
             p.started.retain(|s| !(s.name == spec.name && s.worker_type == spec.worker_type));
             if !self.configured.contains(&spec) {
@@ -440,7 +409,7 @@ impl WorkerManager {
         let result = self.remove_worker(worker_type, model).await;
         let text = key_text(&key);
         let configured = self.configured.iter().any(|s| s.name == model && s.worker_type == worker_type);
-        self.remember(|p| {
+        self.state_file.update(|p| {
             p.started.retain(|s| !(s.name == model && s.worker_type == worker_type));
             if configured && !p.shut_down.contains(&text) {
                 p.shut_down.push(text.clone());
@@ -451,150 +420,23 @@ impl WorkerManager {
     }
 
     /// DB-GPT's parameter descriptions of a model's worker, with its current values as defaults.
-    pub fn parameter_descriptions(&self, worker_type: WorkerType, model: &str) -> Option<Vec<Value>> {
+    pub fn parameter_descriptions(&self, worker_type: WorkerType, model: &str) -> Option<Vec<ParamDescription>> {
         let spec = self.read().get(&(worker_type, model.to_string()))?.spec();
         Some(parameter_descriptions(&spec))
     }
 
     /// What this host could start: each loaded worker-adapter plugin with the worker types it supports.
-    pub fn supported_models(&self) -> Vec<Value> {
+    pub fn supported_models(&self) -> Vec<SupportedModel> {
         self.plugins
             .iter()
             .filter_map(|p| {
                 let adapter = p.current().adapter.clone()?;
+                let plugin = p.name.clone();
                 Some(adapter.worker_types.iter().filter_map(|t| WorkerType::parse(t)).map(move |t| {
-                    json!({
-                        "model": adapter.name,
-                        "path": p.name,
-                        "worker_type": t.name(),
-                        "path_exist": true,
-                        "proxy": false,
-                        "enabled": true,
-                        "params": parameter_descriptions(&ModelConfig::new(&adapter.name, t, &p.name)),
-                    })
+                    SupportedModel::new(&adapter.name, &plugin, t)
                 }).collect::<Vec<_>>())
             })
             .flatten()
             .collect()
     }
-
-    async fn load_persisted(&self) -> Persisted {
-        let Some(path) = &self.state_file else { return Persisted::default() };
-        match tokio::fs::read(path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::error!(path = %path.display(), error = %e, "the started-models file is unreadable; ignoring it");
-                Persisted::default()
-            }),
-            Err(_) => Persisted::default(),
-        }
-    }
-
-    async fn remember(&self, change: impl FnOnce(&mut Persisted)) -> Result<(), ManagerError> {
-        let Some(path) = &self.state_file else { return Ok(()) };
-        let _guard = self.persist_lock.lock().await;
-        let mut persisted = self.load_persisted().await;
-        change(&mut persisted);
-        let bytes = serde_json::to_vec_pretty(&persisted).unwrap_or_default();
-        let persist = |source| ManagerError::Persist { path: path.clone(), source };
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(persist)?;
-        }
-        // Write then rename, so a crash mid-write never leaves a truncated file.
-        let tmp = path.with_extension("json.tmp");
-        tokio::fs::write(&tmp, bytes).await.map_err(persist)?;
-        tokio::fs::rename(&tmp, path).await.map_err(persist)
-    }
-}
-
-fn positive(params: &Map<String, Value>, name: &str) -> Result<Option<u64>, ManagerError> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n > 0)
-            .map(Some)
-            .ok_or(ManagerError::BadParam { param: name.to_string(), reason: "must be a positive integer" }),
-    }
-}
-
-/// Applies DB-GPT-style `params` to a model's spec. Unknown parameters are refused, not ignored.
-fn apply_params(spec: &mut ModelConfig, params: &Map<String, Value>) -> Result<(), ManagerError> {
-    const KNOWN: [&str; 8] =
-        ["plugin", "max_batch", "max_delay_ms", "queue_capacity", "max_in_flight", "concurrency_limit", "weight", "model_name"];
-    if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ManagerError::BadParam { param: unknown.clone(), reason: "is not a parameter of this worker" });
-    }
-    if let Some(v) = params.get("plugin") {
-        spec.plugin = v.as_str().ok_or(ManagerError::BadParam { param: "plugin".into(), reason: "must be a string" })?.to_string();
-    }
-    if let Some(n) = positive(params, "max_batch")? {
-        spec.batch.max_batch = n as usize;
-    }
-    match params.get("max_delay_ms") {
-        None | Some(Value::Null) => {}
-        Some(v) => {
-            spec.batch.max_delay_ms =
-                v.as_u64().ok_or(ManagerError::BadParam { param: "max_delay_ms".into(), reason: "must be an integer >= 0" })?;
-        }
-    }
-    if let Some(n) = positive(params, "queue_capacity")? {
-        spec.batch.queue_capacity = n as usize;
-    }
-    if let Some(n) = positive(params, "max_in_flight")? {
-        spec.batch.max_in_flight = n as usize;
-    }
-    if let Some(n) = positive(params, "concurrency_limit")? {
-        spec.concurrency_limit = n as usize;
-    }
-    match params.get("weight") {
-        None | Some(Value::Null) => {}
-        Some(v) => {
-            spec.weight = v
-                .as_f64()
-                .filter(|w| w.is_finite() && *w >= 0.0)
-                .ok_or(ManagerError::BadParam { param: "weight".into(), reason: "must be a number >= 0" })?;
-        }
-    }
-    Ok(())
-}
-
-/// A model spec from a startup request: `model`, `worker_type` and `params` (at least `plugin`).
-pub fn spec_from_params(model: &str, worker_type: WorkerType, params: &Map<String, Value>) -> Result<ModelConfig, ManagerError> {
-    let plugin = params
-        .get("plugin")
-        .and_then(Value::as_str)
-        .ok_or(ManagerError::BadParam { param: "plugin".into(), reason: "is required: the worker-adapter plugin to serve the model" })?;
-    let mut spec = ModelConfig::new(model.trim(), worker_type, plugin);
-    apply_params(&mut spec, params)?;
-    Ok(spec)
-}
-
-fn parameter_descriptions(spec: &ModelConfig) -> Vec<Value> {
-    let p = |name: &str, ty: &str, value: Value, required: bool, description: &str| {
-        json!({
-            "param_class": "omnihost.ModelConfig",
-            "param_name": name,
-            "param_type": ty,
-            "default_value": value,
-            "description": description,
-            "required": required,
-            "valid_values": null,
-            "ext_metadata": {},
-        })
-    };
-    vec![
-        p("model_name", "str", json!(spec.name), true, "The name clients use in requests"),
-        json!({
-            "param_class": "omnihost.ModelConfig", "param_name": "worker_type", "param_type": "str",
-            "default_value": spec.worker_type.name(), "description": "The kind of worker",
-            "required": true, "valid_values": WorkerType::ALL.iter().map(|t| t.name()).collect::<Vec<_>>(), "ext_metadata": {},
-        }),
-        p("plugin", "str", json!(spec.plugin), true, "The worker-adapter plugin serving the model"),
-        p("max_batch", "int", json!(spec.batch.max_batch), false, "Most inputs in one batched plugin call"),
-        p("max_delay_ms", "int", json!(spec.batch.max_delay_ms), false, "Longest a request waits for others to join its batch"),
-        p("queue_capacity", "int", json!(spec.batch.queue_capacity), false, "Requests that may wait for the plugin; more get 429"),
-        p("max_in_flight", "int", json!(spec.batch.max_in_flight), false, "Batches handed to the plugin at once"),
-        p("concurrency_limit", "int", json!(spec.concurrency_limit), false, "Requests in flight at once; more get 429"),
-        p("weight", "float", json!(spec.weight), false, "Share of traffic relative to other instances of the model"),
-    ]
 }

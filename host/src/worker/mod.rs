@@ -10,12 +10,17 @@
 //! continuous batching ([`generate`]); a worker adapter that exports `generate` drives its own loop and pushes
 //! deltas into a sink (the scripted model). Both give the caller one event stream per choice.
 //!
-//! [`manager`] owns the lifecycle of the workers of a host (start, stop, restart, registration, heartbeats);
-//! [`remote`] routes requests to workers on other hosts found through the registry.
+//! [`manager`] owns the lifecycle of the workers of a host (start, stop, restart, registration, heartbeats), with
+//! DB-GPT's worker parameters in [`params`], the started-models file in [`state_file`] and its errors in
+//! [`error`]; [`router`] routes each request to a worker, this host's first, then others found through the
+//! registry.
 
+pub mod error;
 pub mod generate;
 pub mod manager;
-pub mod remote;
+pub mod params;
+pub mod router;
+pub mod state_file;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
