@@ -10,7 +10,9 @@ use omnihost::plugin::compute::{self, Session};
 use omnihost::plugin::config;
 use omnihost::plugin::log::{self, Level};
 use omnihost::plugin::tensors::{Tensor, TensorType};
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokenizers::TruncationParams;
+
+use crate::{Encoded, Tokenizer};
 
 wit_bindgen::generate!({
     path: "../../wit/plugin",
@@ -48,7 +50,8 @@ fn config_number(key: &str, default: usize) -> Result<usize, PluginError> {
 fn load() -> Result<State, PluginError> {
     let path = config::get("tokenizer")
         .ok_or_else(|| PluginError::Internal("config `tokenizer` (path of tokenizer.json) is not set".into()))?;
-    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| internal(&format!("loading {path}"), e))?;
+    let mut tokenizer =
+        tokenizers::Tokenizer::from_file(&path).map_err(|e| internal(&format!("loading {path}"), e))?;
     let max_tokens = config_number("max-input-tokens", 256)?;
     let max_batch = config_number("max-batch", crate::MAX_BATCH)?.max(1);
     let run_overhead = config_number("run-overhead-tokens", crate::RUN_OVERHEAD_TOKENS)?;
@@ -58,6 +61,7 @@ fn load() -> Result<State, PluginError> {
     tokenizer
         .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
         .map_err(|e| internal("setting truncation", e))?;
+    let tokenizer = Tokenizer::new(tokenizer);
     let model = config::get("model").unwrap_or_else(|| "minilm".to_string());
     let session = compute::open(&model).map_err(|e| internal(&format!("opening model `{model}`"), e.message))?;
     let dimensions = session
@@ -67,7 +71,8 @@ fn load() -> Result<State, PluginError> {
         .and_then(|o| o.dimensions.last().copied())
         .filter(|d| *d > 0)
         .ok_or_else(|| PluginError::Internal(format!("model `{model}` has no last_hidden_state [b, s, d] output")))?;
-    log::log(Level::Debug, &format!("loaded tokenizer {path} and model `{model}` ({dimensions} dimensions)"));
+    let path_kind = if tokenizer.direct() { "direct ASCII path" } else { "general pipeline only" };
+    log::log(Level::Debug, &format!("loaded tokenizer {path} ({path_kind}) and model `{model}` ({dimensions} dimensions)"));
     Ok(State { tokenizer, session, max_tokens, max_batch, run_overhead, dimensions: dimensions as u32 })
 }
 
@@ -92,7 +97,7 @@ fn i64_tensor(values: &[i64], rows: usize, width: usize) -> Result<Tensor, Plugi
 
 impl State {
     /// Runs one planned group of inputs and returns their vectors in the group's order.
-    fn run(&self, encodings: &[Encoding], rows: &[usize]) -> Result<Vec<Vec<f32>>, PluginError> {
+    fn run(&self, encodings: &[Encoded], rows: &[usize]) -> Result<Vec<Vec<f32>>, PluginError> {
         let batch = crate::batch(encodings, rows);
         let (n, width) = (batch.rows, batch.width);
         let input_ids = i64_tensor(&batch.input_ids, n, width)?;
@@ -128,7 +133,7 @@ impl State {
                 self.max_tokens
             )));
         }
-        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
+        let lengths: Vec<usize> = encodings.iter().map(Encoded::len).collect();
         let sign = if cfg!(feature = "negate") { -1.0 } else { 1.0 };
         let mut out: Vec<Option<Embedding>> = (0..texts.len()).map(|_| None).collect();
         for rows in crate::plan(&lengths, self.run_overhead, self.max_batch) {
@@ -187,12 +192,11 @@ impl Guest for Component {
 
     fn count_tokens(text: String) -> Result<u32, PluginError> {
         with_state(|s| {
-            let enc = s
+            let encoded = s
                 .tokenizer
-                .encode(text, true)
+                .encode(&text)
                 .map_err(|e| PluginError::InvalidInput(format!("cannot tokenise input: {e}")))?;
-            let overflow: usize = enc.get_overflowing().iter().map(|o| o.len().saturating_sub(2)).sum();
-            Ok((enc.len() + overflow) as u32)
+            Ok(encoded.untruncated as u32)
         })
     }
 

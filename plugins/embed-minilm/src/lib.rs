@@ -1,6 +1,6 @@
 //! Worker adapter for sentence-transformers MiniLM embedders (all-MiniLM-L6-v2 and its quantised builds).
 //!
-//! This file is the adapter's logic, free of WIT so it also builds natively: tokenising, splitting a batch into
+//! This file is the adapter's logic, free of WIT so it also builds natively: tokenising ([`wordpiece`]), splitting a batch into
 //! model runs that waste little on padding, building the three BERT inputs, and mean-pooling `last_hidden_state` under the attention mask before L2-normalising, as
 //! sentence-transformers does. The benchmark runs this same code natively as the baseline the plugin is measured
 //! against. `component.rs` is the WebAssembly glue: configuration, the host's `compute` interface, errors.
@@ -13,8 +13,9 @@
 // Only the WebAssembly build exports the component; natively its export symbols would not even link.
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
+pub mod wordpiece;
 
-use tokenizers::{Encoding, Tokenizer};
+pub use wordpiece::{Encoded, Tokenizer};
 
 /// Most texts in one model run, unless configured (`max-batch`).
 pub const MAX_BATCH: usize = 64;
@@ -35,13 +36,13 @@ pub struct Batch {
 
 /// Tokenises `texts` one by one. `encode_batch` would hand single texts to a thread pool natively and adds
 /// nothing in WebAssembly, where there are no threads.
-pub fn encode(tokenizer: &Tokenizer, texts: &[String]) -> tokenizers::Result<Vec<Encoding>> {
-    texts.iter().map(|text| tokenizer.encode(text.as_str(), true)).collect()
+pub fn encode(tokenizer: &Tokenizer, texts: &[String]) -> tokenizers::Result<Vec<Encoded>> {
+    texts.iter().map(|text| tokenizer.encode(text)).collect()
 }
 
 /// The first input that was cut at the tokenizer's truncation length, if any.
-pub fn first_truncated(encodings: &[Encoding]) -> Option<usize> {
-    encodings.iter().position(|e| !e.get_overflowing().is_empty())
+pub fn first_truncated(encodings: &[Encoded]) -> Option<usize> {
+    encodings.iter().position(Encoded::truncated)
 }
 
 /// Splits inputs into model runs, each a list of indices into `lengths`, so that padding costs little.
@@ -80,8 +81,9 @@ pub fn plan(lengths: &[usize], run_overhead: usize, max_rows: usize) -> Vec<Vec<
     runs
 }
 
-/// The model inputs of the encodings at `rows`, in that order.
-pub fn batch(encodings: &[Encoding], rows: &[usize]) -> Batch {
+/// The model inputs of the encodings at `rows`, in that order. Single texts are all segment 0, so
+/// `token_type_ids` stays zero.
+pub fn batch(encodings: &[Encoded], rows: &[usize]) -> Batch {
     let width = rows.iter().map(|&r| encodings[r].len()).max().unwrap_or(0).max(1);
     let n = rows.len();
     let mut batch = Batch {
@@ -95,15 +97,10 @@ pub fn batch(encodings: &[Encoding], rows: &[usize]) -> Batch {
     for (row, &r) in rows.iter().enumerate() {
         let enc = &encodings[r];
         let span = row * width..row * width + enc.len();
-        for (slot, &id) in batch.input_ids[span.clone()].iter_mut().zip(enc.get_ids()) {
+        for (slot, &id) in batch.input_ids[span.clone()].iter_mut().zip(&enc.ids) {
             *slot = i64::from(id);
         }
-        for (slot, &m) in batch.attention_mask[span.clone()].iter_mut().zip(enc.get_attention_mask()) {
-            *slot = i64::from(m);
-        }
-        for (slot, &t) in batch.token_type_ids[span].iter_mut().zip(enc.get_type_ids()) {
-            *slot = i64::from(t);
-        }
+        batch.attention_mask[span].fill(1);
         batch.lengths.push(enc.len());
     }
     batch
