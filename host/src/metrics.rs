@@ -54,7 +54,6 @@ fn describe() {
     describe_counter!("omnihost_http_requests_total", "HTTP requests answered, by route, method and status code");
     describe_histogram!("omnihost_http_request_duration_seconds", "Time to the response's head, by route and method");
     describe_counter!("omnihost_model_requests_total", "Requests a served model took, by model, operation and outcome (ok or the error)");
-    describe_gauge!("omnihost_model_queue_depth", "Embedding requests waiting in a model's queue");
     describe_histogram!("omnihost_batch_size", "Texts per embedding plugin call");
     describe_histogram!("omnihost_model_queue_seconds", "Time a request waited for its batch to start");
     describe_histogram!("omnihost_model_compute_seconds", "Time a batch's plugin call took (tokenising, ONNX Runtime, pooling)");
@@ -80,9 +79,6 @@ pub fn model_request(model: &str, operation: &'static str, outcome: &'static str
         .increment(1);
 }
 
-pub fn queue_depth(model: &str, depth: usize) {
-    gauge!("omnihost_model_queue_depth", "model" => model.to_string()).set(depth as f64);
-}
 
 /// One embedding batch: its size, how long its oldest request waited and how long the plugin call took.
 pub fn batch(model: &str, texts: usize, queued: Duration, computing: Duration) {
@@ -125,6 +121,9 @@ pub struct Snapshot {
     /// The sweeper's passes, instances marked unhealthy and evicted, and whether it leads.
     pub sweeper: Option<(u64, u64, u64, bool)>,
     pub stages: Vec<StageSample>,
+    /// Each local model's embedding requests waiting in its queue and batches its plugin is computing, read at
+    /// scrape time: a gauge set on events would go stale while the batcher waits for a free slot.
+    pub queues: Vec<(String, usize, usize)>,
 }
 
 /// A pipeline stage's counters since the pipeline loaded.
@@ -136,6 +135,11 @@ pub struct StageSample {
     pub failures: u64,
     pub processor_seconds: f64,
     pub engine_seconds: f64,
+}
+
+/// A Prometheus label value: backslashes and quotes escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// The whole `/metrics` text: the recorder's metrics, then the scrape-time gauges and the process's own.
@@ -159,9 +163,16 @@ pub fn render(snapshot: &Snapshot) -> String {
         metric("omnihost_registry_evicted_total", "counter", "Instances the sweeper removed", &[(String::new(), evicted as f64)]);
         metric("omnihost_registry_sweeper_leader", "gauge", "1 while this controller leads the sweeping", &[(String::new(), f64::from(u8::from(leader)))]);
     }
+    if !snapshot.queues.is_empty() {
+        let label = |model: &str| format!("{{model=\"{}\"}}", escape(model));
+        let depth: Vec<(String, f64)> = snapshot.queues.iter().map(|(m, depth, _)| (label(m), *depth as f64)).collect();
+        metric("omnihost_model_queue_depth", "gauge", "Embedding requests waiting in a model's queue", &depth);
+        let running: Vec<(String, f64)> = snapshot.queues.iter().map(|(m, _, running)| (label(m), *running as f64)).collect();
+        metric("omnihost_model_batches_running", "gauge", "Embedding batches a model's plugin is computing", &running);
+    }
     if !snapshot.stages.is_empty() {
         let label = |s: &StageSample| {
-            format!("{{pipeline=\"{}\",stage=\"{}\"}}", s.pipeline.replace('\\', "\\\\").replace('"', "\\\""), s.stage_id)
+            format!("{{pipeline=\"{}\",stage=\"{}\"}}", escape(&s.pipeline), s.stage_id)
         };
         let pick = |f: fn(&StageSample) -> f64| -> Vec<(String, f64)> { snapshot.stages.iter().map(|s| (label(s), f(s))).collect() };
         metric("omnihost_pipeline_stage_runs_total", "counter", "Processor and engine runs of a pipeline stage", &pick(|s| s.runs as f64));

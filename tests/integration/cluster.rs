@@ -17,6 +17,8 @@ pub(crate) fn bin() -> PathBuf {
     path
 }
 
+/// A port free a moment ago, for what must be told its port before it starts (a PostgreSQL server, an address
+/// nobody listens on). omnihost processes are started on port 0 instead and report the port they bound.
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -37,7 +39,9 @@ impl Proc {
         Proc::spawn_in(dir, name, None, "127.0.0.1", port, args)
     }
 
-    /// Starts `omnihost ARGS --listen HOST:PORT`, inside `netns` when given (then with `ip netns exec`).
+    /// Starts `omnihost ARGS --listen HOST:PORT`, inside `netns` when given (then with `ip netns exec`). With port 0
+    /// the process binds a free port itself, which [`Proc::ready`] reads from its log: no other process can take
+    /// the port between choosing and binding it.
     pub(crate) fn spawn_in(dir: &Path, name: &str, netns: Option<&str>, host: &str, port: u16, args: &[&str]) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -65,7 +69,11 @@ impl Proc {
         let client = common::client();
         let started = Instant::now();
         loop {
-            if let Ok(r) = client.get(format!("{}/health/ready", self.url)).send().await
+            if self.port == 0 {
+                self.learn_port();
+            }
+            if self.port != 0
+                && let Ok(r) = client.get(format!("{}/health/ready", self.url)).send().await
                 && r.status().is_success()
             {
                 return self;
@@ -75,6 +83,16 @@ impl Proc {
             }
             assert!(started.elapsed() < Duration::from_secs(300), "{:?} never became ready", self.args);
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The address the process logged it listens on, once it has.
+    fn learn_port(&mut self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let Some(addr) = log.split("listening on http://").nth(1).and_then(|rest| rest.split_whitespace().next()) else { return };
+        if let Some(port) = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+            self.port = port;
+            self.url = format!("http://{addr}");
         }
     }
 
@@ -156,18 +174,18 @@ pub(crate) async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncF
 async fn a_killed_worker_turns_unhealthy_requests_go_to_the_other_and_nothing_is_lost_on_restarts() {
     let dir = scratch("workers");
     let client = common::client();
-    let (cport, w1port, w2port, aport) = (free_port(), free_port(), free_port(), free_port());
     let cconf = controller_config(&dir, "sqlite");
-    let mut controller = Proc::spawn(&dir, "controller", cport, &["controller", "--config", cconf.to_str().unwrap()]).ready().await;
+    let mut controller = Proc::spawn(&dir, "controller", 0, &["controller", "--config", cconf.to_str().unwrap()]).ready().await;
     let curl = controller.url.clone();
     let w1conf = worker_config(&dir, "w1");
     let w2conf = worker_config(&dir, "w2");
-    let worker = |conf: &PathBuf, name: &str, port: u16| {
-        Proc::spawn(&dir, name, port, &["worker", "--config", conf.to_str().unwrap(), "--controller", &curl])
+    let worker = |conf: &PathBuf, name: &str| {
+        Proc::spawn(&dir, name, 0, &["worker", "--config", conf.to_str().unwrap(), "--controller", &curl])
     };
-    let (w1, w2) = (worker(&w1conf, "w1", w1port), worker(&w2conf, "w2", w2port));
+    let (w1, w2) = (worker(&w1conf, "w1"), worker(&w2conf, "w2"));
     let (mut w1, mut w2) = (w1.ready().await, w2.ready().await);
-    let api = Proc::spawn(&dir, "api", aport, &["api", "--config", cconf.to_str().unwrap(), "--controller", &curl]).ready().await;
+    let (w1port, w2port) = (w1.port, w2.port);
+    let api = Proc::spawn(&dir, "api", 0, &["api", "--config", cconf.to_str().unwrap(), "--controller", &curl]).ready().await;
     let key = format!("{MODEL}@text2vec");
     let both = {
         let mut p = vec![u64::from(w1port), u64::from(w2port)];
@@ -237,8 +255,8 @@ async fn when_every_instance_is_gone_the_api_says_which_model_has_none_left() {
     let dir = scratch("none-left");
     let client = common::client();
     let cconf = controller_config(&dir, "memory");
-    let controller = Proc::spawn(&dir, "controller", free_port(), &["controller", "--config", cconf.to_str().unwrap()]).ready().await;
-    let api = Proc::spawn(&dir, "api", free_port(), &["api", "--config", cconf.to_str().unwrap(), "--controller", &controller.url])
+    let controller = Proc::spawn(&dir, "controller", 0, &["controller", "--config", cconf.to_str().unwrap()]).ready().await;
+    let api = Proc::spawn(&dir, "api", 0, &["api", "--config", cconf.to_str().unwrap(), "--controller", &controller.url])
         .ready()
         .await;
     // An instance that registered and then went away (nothing listens on its port).
@@ -258,7 +276,7 @@ async fn two_controllers_on_one_postgres_sweep_one_at_a_time_and_the_survivor_ta
     let url = crate::registry::postgres_database().await;
     let cconf = controller_config(&dir, "postgres");
     let spawn = |name: &str| {
-        Proc::spawn(&dir, name, free_port(), &["controller", "--config", cconf.to_str().unwrap(), "--registry-url", &url])
+        Proc::spawn(&dir, name, 0, &["controller", "--config", cconf.to_str().unwrap(), "--registry-url", &url])
     };
     let (a, b) = (spawn("a").ready().await, spawn("b").ready().await);
     let client = common::client();
@@ -366,9 +384,8 @@ async fn without_a_token_the_process_refuses_to_listen_beyond_loopback() {
 async fn an_api_server_routes_chat_to_the_worker_host_that_serves_the_llm() {
     let dir = scratch("chat");
     let client = common::client();
-    let (cport, wport, aport) = (free_port(), free_port(), free_port());
     let cconf = controller_config(&dir, "sqlite");
-    let controller = Proc::spawn(&dir, "controller", cport, &["controller", "--config", cconf.to_str().unwrap()]).ready().await;
+    let controller = Proc::spawn(&dir, "controller", 0, &["controller", "--config", cconf.to_str().unwrap()]).ready().await;
     let curl = controller.url.clone();
     let scripted = format!(
         "[[plugins]]\nname = \"scripted\"\ncomponent = \"{}\"\nconfig = {{ deltas = '[\"Hello\", \" world.\"]' }}\n\n\
@@ -379,9 +396,10 @@ async fn an_api_server_routes_chat_to_the_worker_host_that_serves_the_llm() {
     );
     let wconf = dir.join("worker.toml");
     std::fs::write(&wconf, common::config_text("", &scripted)).unwrap();
-    let _worker =
-        Proc::spawn(&dir, "worker", wport, &["worker", "--config", wconf.to_str().unwrap(), "--controller", &curl]).ready().await;
-    let api = Proc::spawn(&dir, "api", aport, &["api", "--config", cconf.to_str().unwrap(), "--controller", &curl]).ready().await;
+    let worker =
+        Proc::spawn(&dir, "worker", 0, &["worker", "--config", wconf.to_str().unwrap(), "--controller", &curl]).ready().await;
+    let wport = worker.port;
+    let api = Proc::spawn(&dir, "api", 0, &["api", "--config", cconf.to_str().unwrap(), "--controller", &curl]).ready().await;
     wait_for("the LLM registering", Duration::from_secs(5), async || healthy_ports(&curl, "scripted-en@llm").await == vec![u64::from(wport)]).await;
 
     // `model list` shows the LLM worker.
@@ -423,15 +441,14 @@ async fn a_controller_starts_from_an_empty_folder_and_sigterm_lets_a_stream_fini
     assert!(!stderr.contains("backtrace"), "{stderr}");
 
     // The controller needs no config at all: defaults, with its registry under ./.omnihost of an empty folder.
-    let cport = free_port();
     let mut controller = Command::new(bin());
     controller
-        .args(["controller", "--listen", &format!("127.0.0.1:{cport}")])
+        .args(["controller", "--listen", "127.0.0.1:0"])
         .current_dir(&empty)
         .env_remove("OMNIHOST_CONFIG")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("controller.log")).unwrap());
-    let controller = Proc { child: controller.spawn().unwrap(), url: format!("http://127.0.0.1:{cport}"), port: cport, args: vec![], log: dir.join("controller.log"), netns: None }
+    let controller = Proc { child: controller.spawn().unwrap(), url: String::new(), port: 0, args: vec![], log: dir.join("controller.log"), netns: None }
         .ready()
         .await;
     assert!(empty.join(".omnihost").is_dir(), "the controller keeps its registry under the folder it runs in");
@@ -441,8 +458,8 @@ async fn a_controller_starts_from_an_empty_folder_and_sigterm_lets_a_stream_fini
     let scripted = crate::pipelines::scripted(&[("slow", &format!("[{}]", deltas.join(",")), 100)]);
     let wconf = dir.join("worker.toml");
     std::fs::write(&wconf, common::config_text("shutdown_grace_ms = 20000", &scripted)).unwrap();
-    let wport = free_port();
-    let mut worker = Proc::spawn(&dir, "worker", wport, &["worker", "--config", wconf.to_str().unwrap(), "--controller", &controller.url]).ready().await;
+    let mut worker = Proc::spawn(&dir, "worker", 0, &["worker", "--config", wconf.to_str().unwrap(), "--controller", &controller.url]).ready().await;
+    let wport = worker.port;
     wait_for("the LLM registering", Duration::from_secs(10), async || healthy_ports(&controller.url, "slow@llm").await == vec![u64::from(wport)]).await;
 
     // SIGTERM once the stream has started: the stream still ends whole, new connections are refused meanwhile,

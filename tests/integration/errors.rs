@@ -16,6 +16,13 @@ async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body
     (status, response.json().await.unwrap())
 }
 
+/// A model's gauge in `/metrics`, 0 while the model has none.
+pub(crate) async fn model_gauge(client: &reqwest::Client, url: &str, name: &str, model: &str) -> f64 {
+    let text = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name}{{model=\"{model}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 fn message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message in {body}"))
 }
@@ -106,10 +113,19 @@ async fn a_full_queue_is_429_and_queued_requests_still_complete() {
         let url = url.clone();
         tokio::spawn(async move { embed_raw(&client, &url, json!({"model": "slow", "input": text})).await })
     };
+    // Each request is sent once the one before is where it should be (computing, then queued), as `/metrics`
+    // shows: the order is what the test is about.
+    let limit = std::time::Duration::from_secs(10);
     let busy = send("loop");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    crate::cluster::wait_for("the looping request computing", limit, async || {
+        model_gauge(&client, &url, "omnihost_model_batches_running", "slow").await == 1.0
+    })
+    .await;
     let queued = send("queued");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    crate::cluster::wait_for("the second request queued", limit, async || {
+        model_gauge(&client, &url, "omnihost_model_queue_depth", "slow").await == 1.0
+    })
+    .await;
     let (status, body) = embed_raw(&client, &url, json!({"model": "slow", "input": "refused"})).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");

@@ -70,11 +70,14 @@ async fn lifecycle_add_apply_restart_startup_shutdown_and_heartbeats() {
     };
     let stopped = row("faulty-model").await;
     assert!(!stopped.healthy);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Three heartbeat intervals pass, as the running worker's own heartbeats show: the stopped one sends none.
+    crate::cluster::wait_for("the running worker heartbeating", Duration::from_secs(10), async || {
+        row(MODEL).await.last_heartbeat_ms >= stopped.last_heartbeat_ms + 300
+    })
+    .await;
     let later = row("faulty-model").await;
     assert_eq!(later.last_heartbeat_ms, stopped.last_heartbeat_ms, "no heartbeat after stop");
     assert!(!later.healthy);
-    assert!(row(MODEL).await.last_heartbeat_ms > stopped.last_heartbeat_ms, "the running worker keeps heartbeating");
 
     // Update params: applied, the worker restarted with them; a bad parameter is refused and changes nothing.
     let params: Map<String, serde_json::Value> = json!({"weight": 3.0, "max_batch": 4}).as_object().unwrap().clone();
@@ -158,7 +161,10 @@ async fn a_worker_over_its_concurrency_limit_answers_429() {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move { common::embed_raw(&client, &url, json!({"model": "limited", "input": "loop"})).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::cluster::wait_for("the looping request computing", Duration::from_secs(10), async || {
+        crate::errors::model_gauge(&client, &url, "omnihost_model_batches_running", "limited").await == 1.0
+    })
+    .await;
     let (status, body) = common::embed_raw(&client, &url, json!({"model": "limited", "input": "hi"})).await;
     assert_eq!(status, 429, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("concurrency limit of 1"), "{body}");

@@ -119,6 +119,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let counts = (stats.passes.load(Relaxed), stats.marked_unhealthy.load(Relaxed), stats.evicted.load(Relaxed));
             snapshot.sweeper = Some((counts.0, counts.1, counts.2, sweeper.is_leader()));
         }
+        if let Some(manager) = services.resolver.local() {
+            // One model may run as several worker types; its queues add up under its name.
+            let mut queues = std::collections::BTreeMap::<String, (usize, usize)>::new();
+            for worker in manager.running() {
+                let entry = queues.entry(worker.model.clone()).or_default();
+                entry.0 += worker.queued();
+                entry.1 += worker.batches_running();
+            }
+            snapshot.queues = queues.into_iter().map(|(model, (queued, running))| (model, queued, running)).collect();
+        }
         for pipeline in services.pipelines.iter() {
             for s in pipeline.stage_info() {
                 snapshot.stages.push(crate::metrics::StageSample {

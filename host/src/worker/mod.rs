@@ -81,6 +81,8 @@ pub struct Worker {
     queue_capacity: usize,
     concurrency_limit: usize,
     in_flight: Arc<Semaphore>,
+    /// Batches handed to the plugin and not yet answered.
+    batches_running: Arc<AtomicUsize>,
     stopped: AtomicBool,
     tx: mpsc::Sender<Job>,
     /// One scheduler per decoder this model's plugin versions have used (normally one).
@@ -98,7 +100,8 @@ impl Worker {
         let (tx, rx) = mpsc::channel(capacity);
         let slots = Arc::new(Semaphore::new(plugin.limits().max_concurrency.min(batch.max_in_flight).max(1)));
         let max_delay = Duration::from_millis(batch.max_delay_ms);
-        let gather = Gather { max_batch: batch.max_batch.max(1), max_delay };
+        let batches_running = Arc::new(AtomicUsize::new(0));
+        let gather = Gather { max_batch: batch.max_batch.max(1), max_delay, running: batches_running.clone() };
         background.spawn(batcher(spec.name.clone(), rx, plugin.clone(), slots, gather, background.clone()));
         let limit = spec.concurrency_limit.max(1);
         Arc::new(Worker {
@@ -108,6 +111,7 @@ impl Worker {
             queue_capacity: capacity,
             concurrency_limit: limit,
             in_flight: Arc::new(Semaphore::new(limit)),
+            batches_running,
             stopped: AtomicBool::new(false),
             tx,
             schedulers: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -129,6 +133,16 @@ impl Worker {
             .clone()
             .try_acquire_owned()
             .map_err(|_| WorkerError::ConcurrencyLimit { model: self.model.clone(), limit: self.concurrency_limit })
+    }
+
+    /// Embedding requests waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Embedding batches the plugin is computing.
+    pub fn batches_running(&self) -> usize {
+        self.batches_running.load(Ordering::Acquire)
     }
 
     /// What the adapter reported about itself (dimensions, token limit).
@@ -363,6 +377,8 @@ fn counted(model: &str, mut events: mpsc::UnboundedReceiver<Event>) -> mpsc::Unb
 struct Gather {
     max_batch: usize,
     max_delay: Duration,
+    /// Batches handed to the plugin and not yet answered.
+    running: Arc<AtomicUsize>,
 }
 
 /// Gathers queued requests into batches. It takes a request off the queue only once the plugin has room for
@@ -372,10 +388,9 @@ async fn batcher(
     mut rx: mpsc::Receiver<Job>,
     plugin: Arc<Plugin>,
     slots: Arc<Semaphore>,
-    Gather { max_batch, max_delay }: Gather,
+    Gather { max_batch, max_delay, running: in_flight }: Gather,
     background: Background,
 ) {
-    let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let Some(first) = rx.recv().await else { break };
@@ -399,7 +414,6 @@ async fn batcher(
         let counter = in_flight.clone();
         counter.fetch_add(1, Ordering::AcqRel);
         let plugin = plugin.clone();
-        crate::metrics::queue_depth(&model, rx.len());
         let model = model.clone();
         background.spawn(async move {
             for group in [truncating, strict] {
