@@ -4,13 +4,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use omnihost::config::{Config, Secret, StoreKind};
+use omnihost::config::{Config, Secret, StoreKind, WorkerType};
+use omnihost::registry::remote::RemoteRegistry;
+use omnihost::registry::{Query, Registry};
 use omnihost::server::Role;
-use omnihost_cli::{Cli, Command, ModelCommand, PipelineCommand, PluginCommand, ServeArgs, Target};
 use serde_json::{Value, json};
 
-#[path = "cli.rs"]
-mod omnihost_cli;
+use cli::{Cli, Command, ModelCommand, PipelineCommand, PluginCommand, ServeArgs, Target};
+
+mod cli;
 
 /// The example a checkout serves when `serve` is given no config.
 const EXAMPLE_CONFIG: &str = "examples/omnihost.toml";
@@ -244,29 +246,18 @@ async fn pipeline(command: PipelineCommand) -> Result<()> {
 async fn plugin(target: Target, command: PluginCommand) -> Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
     let base = target.controller.trim_end_matches('/').to_string();
-    let auth = |r: reqwest::RequestBuilder| match &target.admin_token {
-        Some(t) => r.bearer_auth(t),
-        None => r,
-    };
-    let response = match &command {
-        PluginCommand::List => auth(client.get(format!("{base}/admin/plugins"))).send().await,
+    let request = match &command {
+        PluginCommand::List => client.get(format!("{base}/admin/plugins")),
         PluginCommand::Swap { name, file } => {
             let bytes = tokio::fs::read(file).await.with_context(|| format!("reading {}", file.display()))?;
-            auth(client.put(format!("{base}/admin/plugins/{name}")).body(bytes)).send().await
+            client.put(format!("{base}/admin/plugins/{name}")).body(bytes)
         }
-        PluginCommand::History { name } => auth(client.get(format!("{base}/admin/plugins/{name}/history"))).send().await,
+        PluginCommand::History { name } => client.get(format!("{base}/admin/plugins/{name}/history")),
         PluginCommand::Rollback { name, to } => {
-            let body = serde_json::json!({ "sha256": to });
-            auth(client.post(format!("{base}/admin/plugins/{name}/rollback")).json(&body)).send().await
+            client.post(format!("{base}/admin/plugins/{name}/rollback")).json(&json!({ "sha256": to }))
         }
-    }
-    .with_context(|| format!("contacting {base}"))?;
-    let status = response.status();
-    let body: Value = response.json().await.context("reading the server's answer")?;
-    if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("(no message)");
-        bail!("{status}: {message}");
-    }
+    };
+    let body = send(&target, request).await?;
     match command {
         PluginCommand::List => {
             println!("{:<20} {:<16} {:<14} {:<24} {:<10} ADAPTER", "PLUGIN", "WORLD", "SHA256", "LOADED", "SOURCE");
@@ -309,7 +300,7 @@ async fn send(target: &Target, request: reqwest::RequestBuilder) -> Result<Value
         Some(t) => request.bearer_auth(t),
         None => request,
     };
-    let response = request.send().await.context("contacting the cluster")?;
+    let response = request.send().await.context("contacting the server")?;
     let status = response.status();
     let body: Value = response.json().await.context("reading the server's answer")?;
     if !status.is_success() {
@@ -319,9 +310,8 @@ async fn send(target: &Target, request: reqwest::RequestBuilder) -> Result<Value
     Ok(body)
 }
 
-fn age(last_heartbeat: &str) -> String {
-    let Some(then) = omnihost::time::parse_rfc3339_ms(last_heartbeat) else { return "-".into() };
-    let secs = (omnihost::registry::now_ms() - then).max(0) / 1000;
+fn age(last_heartbeat_ms: i64) -> String {
+    let secs = (omnihost::registry::now_ms() - last_heartbeat_ms).max(0) / 1000;
     match secs {
         s if s < 120 => format!("{s}s ago"),
         s if s < 7200 => format!("{}m ago", s / 60),
@@ -329,29 +319,37 @@ fn age(last_heartbeat: &str) -> String {
     }
 }
 
+/// The controller as a typed registry client: the same requests, auth and errors as a worker host's.
+fn controller(target: &Target) -> Result<RemoteRegistry> {
+    Ok(RemoteRegistry::new(&target.controller, target.admin_token.clone().map(Secret::new))?)
+}
+
+/// A query for `model` (a name or `name@type`), every model when `None`.
+fn model_query(model: Option<&str>, healthy_only: bool) -> Result<Query> {
+    let (name, worker_type) = match model.map(|m| m.rsplit_once('@').unwrap_or((m, ""))) {
+        None => (None, None),
+        Some((name, "")) => (Some(name), None),
+        Some((name, t)) => (Some(name), Some(WorkerType::parse(t).with_context(|| format!("unknown worker type `{t}`"))?)),
+    };
+    Ok(Query { model_name: name.map(str::to_string), worker_type, healthy_only })
+}
+
 async fn model(target: Target, command: ModelCommand) -> Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
     let base = target.controller.trim_end_matches('/').to_string();
-    let instances = |key: Option<String>, all: bool| {
-        let mut query = vec![("healthy_only", (!all).to_string())];
-        query.extend(key.map(|k| ("model_name", k)));
-        client.get(format!("{base}/api/controller/models")).query(&query)
-    };
     match command {
         ModelCommand::List { model, all } => {
-            let body = send(&target, instances(model, all)).await?;
+            let instances = controller(&target)?.list(&model_query(model.as_deref(), !all)?).await?;
             println!("{:<28} {:<9} {:<22} {:<8} {:>6}  LAST HEARTBEAT", "MODEL", "TYPE", "HOST:PORT", "HEALTHY", "WEIGHT");
-            for i in body.as_array().into_iter().flatten() {
-                let key = i["model_name"].as_str().unwrap_or("");
-                let (name, worker_type) = key.rsplit_once('@').unwrap_or((key, ""));
+            for i in instances {
                 println!(
                     "{:<28} {:<9} {:<22} {:<8} {:>6}  {}",
-                    name,
-                    worker_type,
-                    format!("{}:{}", i["host"].as_str().unwrap_or(""), i["port"]),
-                    if i["healthy"].as_bool() == Some(true) { "yes" } else { "no" },
-                    i["weight"].as_f64().map(|w| format!("{w}")).unwrap_or_default(),
-                    age(i["last_heartbeat"].as_str().unwrap_or("")),
+                    i.id.model_name,
+                    i.id.worker_type.name(),
+                    format!("{}:{}", i.id.host, i.id.port),
+                    if i.healthy { "yes" } else { "no" },
+                    i.weight,
+                    age(i.last_heartbeat_ms),
                 );
             }
         }
@@ -366,8 +364,8 @@ async fn model(target: Target, command: ModelCommand) -> Result<()> {
             send(&target, client.post(format!("{}/api/worker/models/startup", host.trim_end_matches('/'))).json(&body)).await?;
             println!("{model}@{worker_type} started on {host}");
         }
-        ModelCommand::Stop { model, worker_type } => stop_or_restart(&target, &client, &base, model, worker_type, false).await?,
-        ModelCommand::Restart { model, worker_type } => stop_or_restart(&target, &client, &base, model, worker_type, true).await?,
+        ModelCommand::Stop { model, worker_type } => stop_or_restart(&target, &client, model, worker_type, false).await?,
+        ModelCommand::Restart { model, worker_type } => stop_or_restart(&target, &client, model, worker_type, true).await?,
     }
     Ok(())
 }
@@ -376,20 +374,13 @@ async fn model(target: Target, command: ModelCommand) -> Result<()> {
 async fn stop_or_restart(
     target: &Target,
     client: &reqwest::Client,
-    base: &str,
     model: String,
     worker_type: String,
     is_restart: bool,
 ) -> Result<()> {
     let key = format!("{model}@{worker_type}");
-    let query = [("healthy_only", "false"), ("model_name", key.as_str())];
-    let body = send(target, client.get(format!("{base}/api/controller/models")).query(&query)).await?;
-    let mut hosts: Vec<String> = body
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| format!("http://{}:{}", i["host"].as_str().unwrap_or(""), i["port"]))
-        .collect();
+    let instances = controller(target)?.list(&model_query(Some(&key), false)?).await?;
+    let mut hosts: Vec<String> = instances.iter().map(|i| format!("http://{}:{}", i.id.host, i.id.port)).collect();
     hosts.sort();
     hosts.dedup();
     if hosts.is_empty() {
