@@ -1,9 +1,10 @@
 //! Worker adapter for sentence-transformers MiniLM embedders (all-MiniLM-L6-v2 and its quantised builds).
 //!
-//! This file is the adapter's logic, free of WIT so it also builds natively: tokenising ([`wordpiece`]), splitting a batch into
-//! model runs that waste little on padding, building the three BERT inputs, and mean-pooling `last_hidden_state` under the attention mask before L2-normalising, as
-//! sentence-transformers does. The benchmark runs this same code natively as the baseline the plugin is measured
-//! against. `component.rs` is the WebAssembly glue: configuration, the host's `compute` interface, errors.
+//! This file is the adapter's logic, free of WIT so it also builds natively: tokenising ([`wordpiece`]),
+//! splitting a batch into model runs that waste little on padding, building the three BERT inputs, and
+//! mean-pooling `last_hidden_state` under the attention mask before L2-normalising, as sentence-transformers
+//! does. The benchmark runs this same code natively as the baseline the plugin is measured against.
+//! `component.rs` is the WebAssembly glue: configuration, the host's `compute` interface, errors.
 //!
 //! Config keys: `tokenizer` (path of tokenizer.json), `model` (the compute model name, default `minilm`),
 //! `max-input-tokens` (default 256, the length the model was trained with), `max-batch` (most texts in one

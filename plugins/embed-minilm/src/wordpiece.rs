@@ -14,13 +14,13 @@
 //! normalising, goes the general way.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use foldhash::fast::FixedState;
 use tokenizers::models::ModelWrapper;
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::{Model, TruncationDirection};
+use tokenizers::utils::truncation::truncate_encodings;
+use tokenizers::{Model, PostProcessor, TruncationDirection, TruncationParams};
 
 /// One tokenised text: its ids, special tokens included, cut at the truncation length.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,18 +46,22 @@ impl Encoded {
 
 /// A tokenizer loaded from `tokenizer.json`, with the direct ASCII path when it applies.
 pub struct Tokenizer {
+    /// The general pipeline with its truncation taken out: a text is encoded whole once, counted, then cut
+    /// (the overflowing pieces of an encoding cut by the pipeline itself do not add up to the whole text).
     general: tokenizers::Tokenizer,
-    /// The general pipeline without truncation, made the first time a cut text needs its full length counted:
-    /// the overflowing pieces of a truncated encoding do not add up to it.
-    whole: OnceLock<tokenizers::Tokenizer>,
+    truncation: Option<TruncationParams>,
     direct: Option<Direct>,
 }
 
 impl Tokenizer {
     /// Wraps `general`, set up for single texts: no padding, truncation at the model's input limit if any.
-    pub fn new(general: tokenizers::Tokenizer) -> Self {
-        let mut tokenizer = Self { general, whole: OnceLock::new(), direct: None };
-        tokenizer.direct = Direct::for_pipeline(&tokenizer.general).filter(|d| d.agrees_with(&tokenizer));
+    pub fn new(mut general: tokenizers::Tokenizer) -> Self {
+        let truncation = general.get_truncation().cloned();
+        // Turning truncation off validates nothing, so it cannot fail.
+        let _ = general.with_truncation(None);
+        let mut tokenizer = Self { general, truncation, direct: None };
+        tokenizer.direct = Direct::for_pipeline(&tokenizer.general, tokenizer.truncation.as_ref())
+            .filter(|d| d.agrees_with(&tokenizer));
         tokenizer
     }
 
@@ -73,19 +77,20 @@ impl Tokenizer {
         }
     }
 
+    /// The general pipeline's encoding: the text without special tokens, cut to leave room for them as the
+    /// pipeline's own truncation does, then post-processed.
     fn encode_general(&self, text: &str) -> tokenizers::Result<Encoded> {
-        let encoding = self.general.encode(text, true)?;
-        let untruncated = if encoding.get_overflowing().is_empty() {
-            encoding.len()
-        } else {
-            let whole = self.whole.get_or_init(|| {
-                let mut whole = self.general.clone();
-                // Turning truncation off validates nothing, so it cannot fail.
-                let _ = whole.with_truncation(None);
-                whole
-            });
-            whole.encode(text, true)?.len()
+        let encoding = self.general.encode(text, false)?;
+        let specials = self.general.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        let untruncated = encoding.len() + specials;
+        let encoding = match &self.truncation {
+            Some(t) => {
+                let room = TruncationParams { max_length: t.max_length.saturating_sub(specials), ..*t };
+                truncate_encodings(encoding, None, &room)?.0
+            }
+            None => encoding,
         };
+        let encoding = self.general.post_process(encoding, None, true)?;
         Ok(Encoded { ids: encoding.get_ids().to_vec(), untruncated })
     }
 }
@@ -104,13 +109,13 @@ struct Direct {
     max_word_chars: usize,
     /// Most ids in one text, special tokens included.
     max_len: usize,
-    /// Lowercased bytes that may start an added token: texts holding one take the general path.
+    /// Bytes (in either case) that may start an added token: texts holding one take the general path.
     added_starts: [bool; 256],
 }
 
 impl Direct {
     /// The direct path for `general`'s pipeline, if it is the one this path reproduces.
-    fn for_pipeline(general: &tokenizers::Tokenizer) -> Option<Self> {
+    fn for_pipeline(general: &tokenizers::Tokenizer, truncation: Option<&TruncationParams>) -> Option<Self> {
         match general.get_normalizer() {
             Some(NormalizerWrapper::BertNormalizer(n)) if n.clean_text && n.lowercase => {}
             _ => return None,
@@ -121,7 +126,7 @@ impl Direct {
         if general.get_padding().is_some() {
             return None;
         }
-        let max_len = match general.get_truncation() {
+        let max_len = match truncation {
             None => usize::MAX,
             Some(t) if t.stride == 0 && matches!(t.direction, TruncationDirection::Right) => t.max_length,
             Some(_) => return None,
@@ -309,6 +314,7 @@ mod tests {
     #[test]
     fn the_direct_path_gives_the_general_pipelines_ids_and_counts() {
         let tokenizer = Tokenizer::new(minilm(256));
+        let cut = minilm(256);
         let whole = {
             let mut t = minilm(256);
             t.with_truncation(None).unwrap();
@@ -329,6 +335,7 @@ mod tests {
         for text in &texts {
             let expected = tokenizer.encode_general(text).unwrap();
             assert_eq!(tokenizer.encode(text).unwrap(), expected, "{text:?}");
+            assert_eq!(expected.ids, cut.encode(text.as_str(), true).unwrap().get_ids(), "{text:?}");
             assert_eq!(expected.untruncated, whole.encode(text.as_str(), true).unwrap().len(), "{text:?}");
             direct += usize::from(tokenizer.direct.as_ref().is_some_and(|d| d.encode(text).is_some()));
         }
