@@ -82,6 +82,7 @@ impl PluginEngine {
             |s| s,
         )
         .map_err(|e| PluginError::Engine(e.into()))?;
+        super::host::serve_read_without_copy(&mut linker).map_err(|e| PluginError::Engine(e.into()))?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());

@@ -174,6 +174,26 @@ impl config::Host for PluginState {
 
 impl tensors::Host for PluginState {}
 
+/// The `tensors` interface's name in the linker, as the WIT package declares it.
+pub(super) const TENSORS_INTERFACE: &str = "omnihost:plugin/tensors@0.1.2";
+
+/// Serves `tensor.read` by lowering the host tensor's shared bytes straight into the guest's memory. The
+/// generated binding returns a `Vec<u8>`, which copied the whole tensor once more first; for a batch's
+/// `last_hidden_state` that copy was the largest single cost of a read.
+pub(super) fn serve_read_without_copy(linker: &mut wasmtime::component::Linker<PluginState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let defined = linker.instance(TENSORS_INTERFACE).and_then(|mut tensors| {
+        tensors.func_wrap(
+            "[method]tensor.read",
+            |store: wasmtime::StoreContextMut<'_, PluginState>, (this,): (Resource<Tensor>,)| {
+                Ok((store.data().table.get(&this)?.data.clone(),))
+            },
+        )
+    });
+    linker.allow_shadowing(false);
+    defined
+}
+
 impl tensors::HostTensor for PluginState {
     fn create(
         &mut self,
@@ -197,6 +217,8 @@ impl tensors::HostTensor for PluginState {
         Ok(tensor_type(self.table.get(&this)?.ty))
     }
 
+    /// Never called: [`serve_read_without_copy`] replaces this import in the linker. The generated trait still
+    /// asks for it, and it stays correct should that replacement ever be left out.
     fn read(&mut self, this: Resource<Tensor>) -> wasmtime::Result<Vec<u8>> {
         Ok(self.table.get(&this)?.data.to_vec())
     }
@@ -281,5 +303,30 @@ impl streaming::HostSink for PluginState {
         // The sink is owned by the host for the duration of a `generate` call; the guest only ever borrows it.
         let _ = this;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_free_read_replaces_the_generated_one() {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let mut linker = wasmtime::component::Linker::<PluginState>::new(&engine);
+        crate::plugin::bindings::WorkerAdapter::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(
+            &mut linker,
+            |s| s,
+        )
+        .unwrap();
+        // Without shadowing, defining the import again must clash: proof that the name is the generated one and
+        // the replacement does not land in an interface no plugin imports.
+        let clash = linker
+            .instance(TENSORS_INTERFACE)
+            .and_then(|mut t| t.func_wrap("[method]tensor.read", |_: wasmtime::StoreContextMut<'_, PluginState>, (_,): (Resource<Tensor>,)| Ok((Vec::<u8>::new(),))));
+        assert!(clash.is_err(), "{TENSORS_INTERFACE} does not name the generated tensors interface");
+        serve_read_without_copy(&mut linker).unwrap();
     }
 }

@@ -90,7 +90,12 @@ fn with_state<T>(f: impl FnOnce(&State) -> Result<T, PluginError>) -> Result<T, 
 }
 
 fn i64_tensor(values: &[i64], rows: usize, width: usize) -> Result<Tensor, PluginError> {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    // Appending each value's bytes compiles to plain 8-byte stores; `flat_map(to_le_bytes).collect()` went byte
+    // by byte and was most of the time spent building a batch's inputs.
+    let mut bytes = Vec::with_capacity(values.len() * 8);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
     Tensor::create(&[rows as u32, width as u32], TensorType::I64, &bytes)
         .map_err(|e| internal("building an input tensor", e.message))
 }
