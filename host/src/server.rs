@@ -75,8 +75,9 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
     #[error("the server did not become ready within {0:?}")]
     NotReady(Duration),
-    #[error("the server failed to load: {0}")]
-    LoadFailed(String),
+    /// Loading failed; the cause is shared with the readiness routes, so it is kept behind an `Arc`.
+    #[error(transparent)]
+    LoadFailed(crate::http::LoadFailure),
     #[error(
         "refusing to listen on {addr}: without an admin token the controller and worker routes are open, so they \
          are served on loopback only. Set --admin-token (or OMNIHOST_ADMIN_TOKEN) to listen on other addresses"
@@ -159,23 +160,20 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
         _ => None,
     };
     let advertised = match &config.cluster.advertise {
-        Some(a) => Some(split_address(a).ok_or_else(|| ServerError::BadAdvertise(a.clone()))?),
-        None => Some((addr.ip().to_string(), addr.port())),
+        Some(a) => split_address(a).ok_or_else(|| ServerError::BadAdvertise(a.clone()))?,
+        None => (addr.ip().to_string(), addr.port()),
     };
     let Loaded { plugins, library: onnxruntime, pooling, pipelines } =
         if role.runs_workers() { load_plugins(config).await? } else { Loaded::default() };
     let plugins = Arc::new(plugins);
     let manager = if role.runs_workers() {
         let lookup = if role == Role::Serve { registry.clone() } else { controller.clone() };
-        let registration = match (lookup, &advertised) {
-            (Some(registry), Some((host, port))) => Some(Registration {
-                registry,
-                host: host.clone(),
-                port: *port,
-                heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
-            }),
-            _ => None,
-        };
+        let registration = lookup.map(|registry| Registration {
+            registry,
+            host: advertised.0.clone(),
+            port: advertised.1,
+            heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
+        });
         let state_file = match &config.cluster.state_file {
             Some(p) => config.resolve(p),
             None => config.resolve(&config.server.data_dir).join("started-models.json"),
@@ -202,7 +200,7 @@ pub async fn load(config: &Config, role: Role, addr: SocketAddr) -> Result<Servi
     let resolver = Resolver::new(
         manager,
         lookups,
-        advertised.as_ref().map(|(h, p)| format!("{h}:{p}")),
+        Some(format!("{}:{}", advertised.0, advertised.1)),
         Duration::from_millis(config.cluster.lookup_cache_ms),
         Duration::from_millis(config.cluster.forward_timeout_ms),
         config.server.admin_token.clone(),
@@ -394,11 +392,11 @@ async fn serve_with_state(
                 Ok(())
             }
             Err(e) => {
-                let text = crate::error::chain(&e);
-                tracing::error!(error = %text, "loading failed");
-                loader_state.set_failed(text);
+                tracing::error!(error = %crate::error::chain(&e), "loading failed");
+                let failure: crate::http::LoadFailure = Arc::new(e);
+                loader_state.set_failed(failure.clone());
                 let _ = failed_tx.send(());
-                Err(e)
+                Err(ServerError::LoadFailed(failure))
             }
         }
     });

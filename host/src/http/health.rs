@@ -63,7 +63,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
                         "model": w.model,
                         "worker_type": w.worker_type.name(),
                         "plugin": w.plugin.name,
-                        "plugin_version": &version.info.sha256[..12],
+                        "plugin_version": version.info.short(),
                         "onnx": onnx,
                         "decoder": decoder,
                         "generation": generation,

@@ -39,7 +39,7 @@ pub struct Services {
     pub registry: Option<Arc<dyn Registry>>,
     pub sweeper: Option<Sweeper>,
     /// The `host:port` this host's workers are registered under.
-    pub advertised: Option<(String, u16)>,
+    pub advertised: (String, u16),
     /// Which roles this process plays: `controller`, `worker`, `api`.
     pub roles: Vec<&'static str>,
     /// The ONNX Runtime library in use, when any model is loaded.
@@ -75,14 +75,17 @@ impl From<&ServerConfig> for HttpSettings {
 struct Shared {
     settings: HttpSettings,
     services: ArcSwapOption<Services>,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<LoadFailure>>,
     started: u64,
 }
+
+/// Why loading failed, shared by the readiness routes and the task that waits for the server.
+pub type LoadFailure = Arc<dyn std::error::Error + Send + Sync>;
 
 /// Where loading stands.
 pub enum Readiness {
     Loading,
-    Failed(String),
+    Failed(LoadFailure),
     Ready(Arc<Services>),
 }
 
@@ -112,7 +115,7 @@ impl AppState {
         self.shared.services.store(Some(Arc::new(services)));
     }
 
-    pub fn set_failed(&self, error: String) {
+    pub fn set_failed(&self, error: LoadFailure) {
         *self.shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
@@ -238,7 +241,7 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"]["code"], "not_ready");
 
-        state.set_failed("model file missing".into());
+        state.set_failed(Arc::new(std::io::Error::new(std::io::ErrorKind::NotFound, "model file missing")));
         let (status, body) = status_and_body(router(state), Request::get("/health/ready").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["status"], "failed");

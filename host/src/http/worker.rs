@@ -139,6 +139,6 @@ pub async fn parameter_descriptions(
 /// `GET /api/worker/models/supports`: what this host can start, as DB-GPT's list of `SupportedModel` per host.
 pub async fn supports(State(state): State<AppState>) -> Result<Response, ApiError> {
     let manager = manager(&state)?;
-    let (host, port) = state.services()?.advertised.clone().unwrap_or_default();
+    let (host, port) = state.services()?.advertised.clone();
     Ok(Json(json!([{"host": host, "port": port, "models": manager.supported_models()}])).into_response())
 }

@@ -574,7 +574,7 @@ impl Pipeline {
         if let Some(recorder) = &self.recorder {
             let stage_ids = self.stage_ids();
             let processed = std::mem::take(&mut *request.processed.lock().unwrap_or_else(|p| p.into_inner()));
-            if let Err(e) = recorder.record(&request.request_id, &request.prompt, &request.inputs, &request.params, &stage_ids, &processed, &outputs).await {
+            if let Err(e) = recorder.record(&request, &stage_ids, &processed, &outputs).await {
                 tracing::warn!(pipeline = %self.name, error = %e, "recording the request failed");
             }
         }

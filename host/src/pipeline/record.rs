@@ -77,17 +77,14 @@ impl Recorder {
         Ok(Recorder { dir, graph })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record(
+    pub(super) async fn record(
         &self,
-        request_id: &str,
-        prompt: &Option<String>,
-        inputs: &[(String, Tensor)],
-        params: &[String],
+        request: &super::RequestCtx,
         stage_ids: &[u32],
         processed: &[(usize, u32, Vec<StageItem>)],
         outputs: &[Vec<StageItem>],
     ) -> Result<(), RecordError> {
+        let super::RequestCtx { request_id, prompt, inputs, params, .. } = request;
         let dir = self.dir.join(request_id);
         let record = RequestRecord {
             request_id: request_id.to_string(),

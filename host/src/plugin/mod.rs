@@ -188,10 +188,18 @@ pub struct VersionInfo {
     /// Who installed it: `config`, `admin-api`, `rollback`.
     pub source: String,
     pub bytes: usize,
-    /// True when the precompiled cache supplied the machine code.
+    /// True when nothing was compiled: the machine code came from the on-disk cache, or from a version this host
+    /// already ran (a rollback, a re-deployed build).
     pub precompiled: bool,
     /// The adapter's own name and version string, from its metadata.
     pub adapter: Option<String>,
+}
+
+impl VersionInfo {
+    /// The first 12 hex digits of the component's sha256: how logs, metrics and API answers name a version.
+    pub fn short(&self) -> &str {
+        self.sha256.get(..12).unwrap_or(&self.sha256)
+    }
 }
 
 /// Facts a worker adapter reported in its smoke call.
@@ -619,10 +627,11 @@ impl Plugin {
         let started = std::time::Instant::now();
         let size = bytes.len();
         let (component, sha, precompiled) = compile(&engine, bytes).await?;
-        let version = prepare(&engine, &config.name, config.world, &grants, component.clone(), sha, "config", size, precompiled).await?;
+        let candidate = Candidate { component: component.clone(), sha, source: "config", size, precompiled };
+        let version = prepare(&engine, &config.name, config.world, &grants, candidate).await?;
         tracing::info!(
             plugin = %config.name,
-            sha256 = %&version.info.sha256[..12],
+            sha256 = %version.info.short(),
             precompiled,
             ms = started.elapsed().as_millis() as u64,
             "plugin ready"
@@ -656,7 +665,7 @@ impl Plugin {
             Some(component) => (component, sha, true),
             None => compile(&self.engine, bytes).await?,
         };
-        self.activate(component, sha, source, size, precompiled).await
+        self.activate(Candidate { component, sha, source, size, precompiled }).await
     }
 
     /// Re-activates an earlier version: the one with the given sha256 (a prefix is enough), or the last one
@@ -678,23 +687,15 @@ impl Plugin {
                 (None, None) => return Err(PluginError::NoPrevious(self.name.clone())),
             }
         };
-        self.activate(target.0, target.1, "rollback", target.2, true).await
+        let (component, sha, size) = target;
+        self.activate(Candidate { component, sha, source: "rollback", size, precompiled: true }).await
     }
 
-    async fn activate(
-        &self,
-        component: Component,
-        sha: String,
-        source: &str,
-        size: usize,
-        precompiled: bool,
-    ) -> Result<VersionInfo, PluginError> {
-        let version = match self.previous.load_full().filter(|p| p.info.sha256 == sha) {
+    async fn activate(&self, candidate: Candidate<'_>) -> Result<VersionInfo, PluginError> {
+        let (source, component) = (candidate.source, candidate.component.clone());
+        let version = match self.previous.load_full().filter(|p| p.info.sha256 == candidate.sha) {
             Some(warm) => warm,
-            None => Arc::new(
-                prepare(&self.engine, &self.name, self.world, &self.grants, component.clone(), sha, source, size, precompiled)
-                    .await?,
-            ),
+            None => Arc::new(prepare(&self.engine, &self.name, self.world, &self.grants, candidate).await?),
         };
         let info = VersionInfo {
             loaded_at: crate::time::rfc3339(SystemTime::now()),
@@ -708,7 +709,7 @@ impl Plugin {
         if history.len() > HISTORY {
             history.remove(0);
         }
-        tracing::info!(plugin = %self.name, sha256 = %&info.sha256[..12], source, "plugin swapped");
+        tracing::info!(plugin = %self.name, sha256 = %info.short(), source, "plugin swapped");
         Ok(info)
     }
 
@@ -828,18 +829,23 @@ fn decoder_info<'a>(
     }
 }
 
-/// Type-checks `component` against the plugin's world, instantiates it and smoke-calls it.
-#[allow(clippy::too_many_arguments)]
+/// A compiled component on its way to becoming a version, and the facts its [`VersionInfo`] will record.
+struct Candidate<'a> {
+    component: Component,
+    sha: String,
+    /// Who installs it: `config`, `admin-api`, `rollback`.
+    source: &'a str,
+    size: usize,
+    precompiled: bool,
+}
+
+/// Type-checks a candidate component against the plugin's world, instantiates it and smoke-calls it.
 async fn prepare(
     engine: &Arc<PluginEngine>,
     name: &str,
     world: World,
     grants: &Grants,
-    component: Component,
-    sha: String,
-    source: &str,
-    size: usize,
-    precompiled: bool,
+    Candidate { component, sha, source, size, precompiled }: Candidate<'_>,
 ) -> Result<Version, PluginError> {
     let pre = engine
         .linker

@@ -188,7 +188,7 @@ impl Worker {
         }
         // `Version::rerank` holds the guest to one finite score per document: callers index documents by position.
         let scores = version.rerank(query, documents).await?;
-        Ok((scores, version.info.sha256[..12].to_string()))
+        Ok((scores, version.info.short().to_string()))
     }
 }
 
@@ -242,7 +242,7 @@ impl Worker {
         if !supports {
             return Err(WorkerError::Unsupported { model: self.model.clone(), operation: "generation" });
         }
-        let plugin_version = version.info.sha256[..12].to_string();
+        let plugin_version = version.info.short().to_string();
         let streams = match version.decoder.clone() {
             Some(binding) => self.generate_batched(&version, &binding, request, n).await?,
             None => (0..n.max(1)).map(|choice| spawn_plugin_driven(version.clone(), &request, choice)).collect(),
@@ -433,7 +433,7 @@ async fn batcher(
 
 async fn run_batch(plugin: &Plugin, jobs: Vec<Job>) {
     let version = plugin.current();
-    let sha = version.info.sha256[..12].to_string();
+    let sha = version.info.short().to_string();
     let truncate = jobs.first().is_some_and(|j| j.truncate);
     let all: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
     match version.embed(all, truncate).await {
