@@ -7,15 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{self, MODEL};
-
-pub(crate) fn bin() -> PathBuf {
-    let path = std::env::var_os("OMNIHOST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::root().join("target/release/omnihost"));
-    assert!(path.is_file(), "{} is missing: run the tests with `cargo xtask test`", path.display());
-    path
-}
+use crate::common::{self, MODEL, bin};
 
 /// A port free a moment ago, for what must be told its port before it starts (a PostgreSQL server, an address
 /// nobody listens on). omnihost processes are started on port 0 instead and report the port they bound.
@@ -273,7 +265,8 @@ async fn when_every_instance_is_gone_the_api_says_which_model_has_none_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_on_one_postgres_sweep_one_at_a_time_and_the_survivor_takes_over() {
     let dir = scratch("leaders");
-    let url = crate::registry::postgres_database().await;
+    let db = crate::registry::postgres_database().await;
+    let url = db.url.clone();
     let cconf = controller_config(&dir, "postgres");
     let spawn = |name: &str| {
         Proc::spawn(&dir, name, 0, &["controller", "--config", cconf.to_str().unwrap(), "--registry-url", &url])

@@ -13,6 +13,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// The `omnihost` binary under test: `OMNIHOST_BIN` (which `cargo xtask test` sets to the build it just made),
+/// else the workspace's own release build. Every test that runs the binary finds it here, so none picks up a
+/// stale copy from another target folder.
+pub fn bin() -> PathBuf {
+    let path = std::env::var_os("OMNIHOST_BIN").map(PathBuf::from).unwrap_or_else(|| root().join("target/release/omnihost"));
+    assert!(path.is_file(), "{} is missing: run the tests with `cargo xtask test`", path.display());
+    path
+}
+
 /// A component built by `cargo xtask build-plugins`, by file name.
 pub fn component(file: &str) -> PathBuf {
     let path = root().join("plugins/dist").join(file);

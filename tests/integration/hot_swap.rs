@@ -145,17 +145,9 @@ async fn invalid_components_are_refused_and_rollback_restores_the_previous_versi
     server.stop().await.unwrap();
 }
 
-/// The `omnihost` binary next to the test executable (`cargo xtask test` builds it first).
-fn omnihost_binary() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    exe.ancestors().map(|d| d.join("omnihost")).find(|p| p.is_file())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_swaps_and_lists_plugins_of_a_running_server() {
-    let Some(binary) = omnihost_binary() else {
-        panic!("the omnihost binary is not built next to the tests: run `cargo xtask test`");
-    };
+    let binary = crate::common::bin();
     let server = start("").await;
     let run = |args: Vec<String>| {
         let binary = binary.clone();

@@ -369,12 +369,6 @@ async fn processors_swap_under_load_without_a_failed_request() {
     server.stop().await.unwrap();
 }
 
-fn omnihost_bin() -> PathBuf {
-    let path = std::env::var_os("OMNIHOST_BIN").map(PathBuf::from).unwrap_or_else(|| root().join("target/release/omnihost"));
-    assert!(path.is_file(), "{} is missing: run the tests with `cargo xtask test`", path.display());
-    path
-}
-
 /// Runs a command to its end, killed and failed if it takes longer than five minutes.
 async fn finish(cmd: &mut tokio::process::Command) -> std::process::Output {
     let run = cmd.kill_on_drop(true).output();
@@ -382,7 +376,7 @@ async fn finish(cmd: &mut tokio::process::Command) -> std::process::Output {
 }
 
 async fn omnihost(args: &[&str]) -> (bool, String) {
-    let out = finish(tokio::process::Command::new(omnihost_bin()).args(args).current_dir(root()).env("RUST_LOG", "warn")).await;
+    let out = finish(tokio::process::Command::new(crate::common::bin()).args(args).current_dir(root()).env("RUST_LOG", "warn")).await;
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 

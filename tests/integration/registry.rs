@@ -11,24 +11,54 @@ use omnihost::registry::{
     select_one,
 };
 
-/// A fresh database on the test PostgreSQL server (set by `cargo xtask test`), so tests do not share rows.
-pub async fn postgres_database() -> String {
+/// A database of its own on the test PostgreSQL server (set by `cargo xtask test`), so tests do not share rows;
+/// dropped with the value, so a shared server does not collect one per test run.
+pub struct TestDatabase {
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+pub async fn postgres_database() -> TestDatabase {
     use sqlx::Connection;
     static N: AtomicU32 = AtomicU32::new(0);
-    let url = std::env::var("OMNIHOST_TEST_POSTGRES")
+    let server = std::env::var("OMNIHOST_TEST_POSTGRES")
         .expect("OMNIHOST_TEST_POSTGRES names the test PostgreSQL server: run the tests with `cargo xtask test`");
     let name = format!("omnihost_test_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), now_ms() % 1_000_000);
-    let mut conn = sqlx::PgConnection::connect(&url).await.expect("the test PostgreSQL server accepts connections");
+    let mut conn = sqlx::PgConnection::connect(&server).await.expect("the test PostgreSQL server accepts connections");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
+    let (base, _) = server.rsplit_once('/').unwrap();
+    TestDatabase { url: format!("{base}/{name}"), server, name }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop cannot await, and the test's runtime may be shutting down: a thread of its own does it, bounded.
+        // FORCE ends the connections the registries under test still hold.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let drop = async {
+                    let mut conn = sqlx::PgConnection::connect(&server).await.ok()?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.ok()
+                };
+                tokio::time::timeout(Duration::from_secs(10), drop).await.ok().flatten()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
 }
 
 enum Store {
     Memory(Arc<MemoryRegistry>),
     Sqlite(Arc<SqliteRegistry>, std::path::PathBuf),
-    /// The registry under test, and another controller on the same database.
-    Postgres(Arc<PostgresRegistry>, Arc<PostgresRegistry>),
+    /// The registry under test, and another controller on the same database (dropped after both).
+    Postgres(Arc<PostgresRegistry>, Arc<PostgresRegistry>, #[expect(dead_code, reason = "held for its Drop")] TestDatabase),
 }
 
 impl Store {
@@ -43,9 +73,9 @@ impl Store {
                 Store::Sqlite(Arc::new(SqliteRegistry::open(&path).await.unwrap()), path)
             }
             _ => {
-                let url = postgres_database().await;
-                let (mine, other) = (PostgresRegistry::connect(&url, 8).await.unwrap(), PostgresRegistry::connect(&url, 2).await.unwrap());
-                Store::Postgres(Arc::new(mine), Arc::new(other))
+                let db = postgres_database().await;
+                let (mine, other) = (PostgresRegistry::connect(&db.url, 8).await.unwrap(), PostgresRegistry::connect(&db.url, 2).await.unwrap());
+                Store::Postgres(Arc::new(mine), Arc::new(other), db)
             }
         }
     }
@@ -54,7 +84,7 @@ impl Store {
         match self {
             Store::Memory(r) => r.clone(),
             Store::Sqlite(r, _) => r.clone(),
-            Store::Postgres(r, _) => r.clone(),
+            Store::Postgres(r, ..) => r.clone(),
         }
     }
 
@@ -80,7 +110,7 @@ impl Store {
             Store::Sqlite(r, _) => {
                 r.execute_raw(&sql.replace("true", "1").replace("false", "0")).await.unwrap();
             }
-            Store::Postgres(r, other) => {
+            Store::Postgres(r, other, _) => {
                 other.execute_raw(&sql).await.unwrap();
                 // Written by another controller, it reaches this one's view as a notification.
                 let started = std::time::Instant::now();
