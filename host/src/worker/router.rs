@@ -151,21 +151,33 @@ impl Resolver {
         F: Fn(Instance) -> Fut,
         Fut: Future<Output = Result<Attempt<T>, RouteError>>,
     {
-        let all = self.instances(model, worker_type).await?;
+        let mut all = self.instances(model, worker_type).await?;
         if all.is_empty() {
             return Err(RouteError::NotFound(model.to_string()));
         }
         let mut candidates = self.trusted(&all);
         let mut tried: Vec<String> = Vec::new();
+        let mut looked_again = false;
         loop {
             let Some(pick) = pick_weighted(&candidates).cloned() else {
                 // The recent failures left out at first are still worth a try before giving up.
                 let rest: Vec<Instance> =
                     all.iter().filter(|i| i.healthy && i.enabled && !tried.contains(&i.id.address())).cloned().collect();
-                if rest.is_empty() {
+                if !rest.is_empty() {
+                    candidates = rest;
+                    continue;
+                }
+                // Every instance this list offered failed, but the list may predate a recovery (a lookup cached
+                // while another instance was down): ask the registry once more before answering 503.
+                if looked_again || tried.is_empty() {
                     break;
                 }
-                candidates = rest;
+                looked_again = true;
+                self.forget(model, worker_type);
+                all = match self.instances(model, worker_type).await {
+                    Ok(list) => list,
+                    Err(_) => break,
+                };
                 continue;
             };
             tried.push(pick.id.address());
@@ -316,5 +328,38 @@ impl Resolver {
         models.sort();
         models.dedup();
         Ok(models)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::post;
+
+    use super::*;
+    use crate::registry::{InstanceId, MemoryRegistry};
+
+    /// A worker host that answers every embedding request with one fixed vector.
+    async fn worker_host() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/api/worker/embeddings", post(|| async { axum::Json(vec![vec![1.0f32, 0.0]]) }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_lookup_cached_before_an_instance_came_back_is_refreshed_before_giving_up() {
+        let registry = Arc::new(MemoryRegistry::new());
+        let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dead = Instance::new(InstanceId::new("m", WorkerType::Text2vec, "127.0.0.1", i64::from(dead_port)).unwrap());
+        registry.register(&dead).await.unwrap();
+        let resolver = Resolver::new(None, Some(registry.clone()), None, Duration::from_secs(60), Duration::from_secs(2), None);
+        // The resolver's cached lookup knows only the instance that is about to fail...
+        assert_eq!(resolver.instances("m", WorkerType::Text2vec).await.unwrap().len(), 1);
+        // ...and the instance that can answer registers after it.
+        let live = worker_host().await;
+        registry.register(&Instance::new(InstanceId::new("m", WorkerType::Text2vec, "127.0.0.1", i64::from(live)).unwrap())).await.unwrap();
+        let out = resolver.embed("m", vec!["text".into()], true).await.unwrap();
+        assert_eq!(out.vectors[0].values, vec![1.0, 0.0]);
     }
 }
