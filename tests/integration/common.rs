@@ -22,6 +22,13 @@ pub fn bin() -> PathBuf {
     path
 }
 
+/// A model's gauge in `/metrics`, 0 while the model has none.
+pub async fn model_gauge(client: &reqwest::Client, url: &str, name: &str, model: &str) -> f64 {
+    let text = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name}{{model=\"{model}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 /// A component built by `cargo xtask build-plugins`, by file name.
 pub fn component(file: &str) -> PathBuf {
     let path = root().join("plugins/dist").join(file);

@@ -16,13 +16,6 @@ async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body
     (status, response.json().await.unwrap())
 }
 
-/// A model's gauge in `/metrics`, 0 while the model has none.
-pub(crate) async fn model_gauge(client: &reqwest::Client, url: &str, name: &str, model: &str) -> f64 {
-    let text = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-    let prefix = format!("{name}{{model=\"{model}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 fn message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message in {body}"))
 }

@@ -162,7 +162,7 @@ async fn a_worker_over_its_concurrency_limit_answers_429() {
         tokio::spawn(async move { common::embed_raw(&client, &url, json!({"model": "limited", "input": "loop"})).await })
     };
     crate::cluster::wait_for("the looping request computing", Duration::from_secs(10), async || {
-        crate::errors::model_gauge(&client, &url, "omnihost_model_batches_running", "limited").await == 1.0
+        common::model_gauge(&client, &url, "omnihost_model_batches_running", "limited").await == 1.0
     })
     .await;
     let (status, body) = common::embed_raw(&client, &url, json!({"model": "limited", "input": "hi"})).await;

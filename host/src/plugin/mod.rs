@@ -196,10 +196,15 @@ pub struct VersionInfo {
 }
 
 impl VersionInfo {
-    /// The first 12 hex digits of the component's sha256: how logs, metrics and API answers name a version.
+    /// How logs, metrics and API answers name this version: see [`short_sha`].
     pub fn short(&self) -> &str {
-        self.sha256.get(..12).unwrap_or(&self.sha256)
+        short_sha(&self.sha256)
     }
+}
+
+/// The first 12 hex digits of a component's sha256.
+fn short_sha(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
 }
 
 /// Facts a worker adapter reported in its smoke call.
@@ -860,7 +865,7 @@ async fn prepare(
     };
     let ctx = Arc::new(PluginContext {
         plugin: name.to_string(),
-        version: sha[..12].to_string(),
+        version: short_sha(&sha).to_string(),
         config: grants.config.clone(),
         models: grants.models.clone(),
         tensor_limit: grants.tensor_limit,

@@ -388,7 +388,7 @@ async fn batcher(
     mut rx: mpsc::Receiver<Job>,
     plugin: Arc<Plugin>,
     slots: Arc<Semaphore>,
-    Gather { max_batch, max_delay, running: in_flight }: Gather,
+    Gather { max_batch, max_delay, running }: Gather,
     background: Background,
 ) {
     loop {
@@ -398,7 +398,7 @@ async fn batcher(
         let mut jobs = vec![first];
         // Everything already waiting joins at once (while a batch runs, requests pile up, and the next batch
         // should take them all rather than one); while another batch runs, more may join until `max_delay`.
-        let deadline = (in_flight.load(Ordering::Acquire) > 0).then(|| tokio::time::Instant::now() + max_delay);
+        let deadline = (running.load(Ordering::Acquire) > 0).then(|| tokio::time::Instant::now() + max_delay);
         while texts < max_batch {
             let next = match (rx.try_recv(), deadline) {
                 (Ok(job), _) => Some(job),
@@ -411,7 +411,7 @@ async fn batcher(
         }
         // Requests that differ in options cannot share a plugin call.
         let (truncating, strict): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.truncate);
-        let counter = in_flight.clone();
+        let counter = running.clone();
         counter.fetch_add(1, Ordering::AcqRel);
         let plugin = plugin.clone();
         let model = model.clone();
