@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use omnihost::compute::{Runtime, library};
+use omnihost::compute::{ComputeSettings, Runtime, library};
 use omnihost::config::Config;
 use omnihost::server::Running;
 use ort::session::Session;
@@ -181,17 +181,15 @@ async fn embed_bench(tei: Option<PathBuf>) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         t
     };
+    let text = std::fs::read_to_string(root.join("examples/omnihost.toml"))?;
+    let mut config = Config::parse(&text, &root.join("examples"))?;
+    // The baseline's session gets the served model's graph options, so both run the same graph.
+    let settings = ComputeSettings::new(&config.compute, std::env::temp_dir());
     let mut native = Native {
         tokenizer: embed_minilm::Tokenizer::new(general.clone()),
         general,
-        session: runtime
-            .session_builder()?
-            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
-            .map_err(ort::Error::<()>::from)?
-            .commit_from_file(models.join("model.onnx"))?,
+        session: settings.graph_options(runtime.session_builder()?)?.commit_from_file(models.join("model.onnx"))?,
     };
-    let text = std::fs::read_to_string(root.join("examples/omnihost.toml"))?;
-    let mut config = Config::parse(&text, &root.join("examples"))?;
     config.plugins.push(Config::parse(
         &format!("[[plugins]]\nname = \"faulty\"\ncomponent = \"{}\"\n", root.join("plugins/dist/faulty.wasm").display()),
         &root,

@@ -122,6 +122,9 @@ pub struct ComputeConfig {
     pub execution_providers: Vec<Provider>,
     /// Threads per run; 0 lets ONNX Runtime choose.
     pub intra_threads: usize,
+    /// ONNX Runtime graph optimizers to leave out of every session (e.g. `SkipLayerNormFusion`), for a fused
+    /// kernel that is slower on this hardware than what it replaces. ONNX Runtime ignores names it does not know.
+    pub disabled_optimizers: Vec<String>,
     /// Runs that may wait per model before callers wait.
     pub queue_capacity: usize,
     /// Largest tensor a plugin may create, in bytes.
@@ -134,6 +137,7 @@ impl Default for ComputeConfig {
             library: None,
             execution_providers: vec![Provider::Cpu],
             intra_threads: 0,
+            disabled_optimizers: Vec::new(),
             queue_capacity: 64,
             tensor_limit: 256 << 20,
         }

@@ -273,13 +273,7 @@ async fn load_plugins(config: &Config) -> Result<Loaded, ServerError> {
     } else {
         None
     };
-    let settings = ComputeSettings {
-        providers: config.compute.execution_providers.clone(),
-        intra_threads: config.compute.intra_threads,
-        queue_capacity: config.compute.queue_capacity,
-        tensor_limit: config.compute.tensor_limit,
-        cache_dir: data_dir.join("cache"),
-    };
+    let settings = ComputeSettings::new(&config.compute, data_dir.join("cache"));
     let max_memory = sources.iter().map(|p| p.config.limits.memory_mib).max().unwrap_or(256);
     let fuel = sources.iter().any(|p| p.config.limits.fuel.is_some());
     let engine = Arc::new(PluginEngine::new(&data_dir.join("compiled"), (max_memory as usize) << 20, fuel)?);

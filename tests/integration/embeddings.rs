@@ -146,3 +146,38 @@ async fn rerank_orders_documents_by_relevance() {
     assert!(body["results"][0]["relevance_score"].as_f64() > body["results"][1]["relevance_score"].as_f64());
     server.stop().await.unwrap();
 }
+
+/// `compute.disabled_optimizers` reaches ONNX Runtime: the graph it optimises leaves the named fusion out (here
+/// `SkipLayerNormFusion`, which MiniLM's graph otherwise gets 12 times), and a server configured so serves the
+/// vectors the default one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_graph_optimizers_leave_their_fusion_out_and_change_no_vector() {
+    use omnihost::compute::{ComputeSettings, Runtime, library};
+    use omnihost::config::ComputeConfig;
+    let runtime = Runtime::load(&library::locate(None, &[root()]).unwrap()).unwrap();
+    let dir = root().join("target/omnihost-test-cache/optimised");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fused = |disabled: &[&str]| {
+        let config = ComputeConfig { disabled_optimizers: disabled.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        let out = dir.join(format!("minilm-{}.onnx", disabled.len()));
+        let builder = ComputeSettings::new(&config, dir.clone()).graph_options(runtime.session_builder().unwrap()).unwrap();
+        drop(builder.with_optimized_model_path(&out).unwrap().commit_from_file(model_dir().join("model.onnx")).unwrap());
+        let graph = std::fs::read(&out).unwrap();
+        graph.windows(b"SkipLayerNormalization".len()).filter(|w| *w == b"SkipLayerNormalization").count()
+    };
+    assert!(fused(&[]) >= 6, "by default ONNX Runtime fuses Add + LayerNormalization in MiniLM's graph");
+    assert_eq!(fused(&["SkipLayerNormFusion"]), 0, "the disabled fusion is left out");
+
+    let texts = ["A man is eating food.", "The stock market fell sharply today.", "Ünïcode and ASCII, mixed."];
+    let client = client();
+    let default = start("").await;
+    let expected = embed(&client, &default.url(), &texts).await;
+    default.stop().await.unwrap();
+    let unfused = start("[compute]\ndisabled_optimizers = [\"SkipLayerNormFusion\"]\n").await;
+    let got = embed(&client, &unfused.url(), &texts).await;
+    unfused.stop().await.unwrap();
+    for (a, b) in expected.iter().zip(&got) {
+        let gap = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(gap < 1e-4, "vectors differ by {gap} without the fusion");
+    }
+}

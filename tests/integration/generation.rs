@@ -509,6 +509,7 @@ async fn cached_decoding_matches_a_full_recompute() {
     let settings = ComputeSettings {
         providers: vec![Provider::Cpu],
         intra_threads: 0,
+        disabled_optimizers: Vec::new(),
         queue_capacity: 8,
         tensor_limit: 1 << 30,
         cache_dir: root().join("target/omnihost-test-cache"),

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ort::memory::Allocator;
-use ort::session::{Session, builder::GraphOptimizationLevel};
+use ort::session::Session;
 use ort::value::{Tensor as OrtTensor, ValueType};
 use tokio::sync::{mpsc, oneshot};
 
@@ -79,10 +79,7 @@ impl Decoder {
         let session_err = |source| ComputeError::Session { model: name.to_string(), path: path.to_path_buf(), source };
         let mut builder = runtime.session_builder().map_err(session_err)?;
         let providers = providers::register(&mut builder, &settings.providers, name, &settings.cache_dir.join("tensorrt"));
-        builder = builder.with_optimization_level(GraphOptimizationLevel::Level3).map_err(|e| session_err(e.into()))?;
-        if settings.intra_threads > 0 {
-            builder = builder.with_intra_threads(settings.intra_threads).map_err(|e| session_err(e.into()))?;
-        }
+        let mut builder = settings.graph_options(builder).map_err(session_err)?;
         let session = builder.commit_from_file(path).map_err(session_err)?;
         let shape = signature(&session, name)?;
         let limits = DecoderLimits {

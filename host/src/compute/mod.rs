@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::ValueType;
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,12 +71,41 @@ pub struct ComputeSettings {
     pub providers: Vec<Provider>,
     /// Threads ONNX Runtime may use inside one run; 0 lets it choose.
     pub intra_threads: usize,
+    /// Graph optimizers left out of every session.
+    pub disabled_optimizers: Vec<String>,
     /// Jobs that may wait for a model before callers are made to wait.
     pub queue_capacity: usize,
     /// Largest tensor a plugin may create, in bytes.
     pub tensor_limit: usize,
     /// Where the TensorRT engine cache lives.
     pub cache_dir: PathBuf,
+}
+
+impl ComputeSettings {
+    /// The settings of the `[compute]` config section; the TensorRT engine cache goes under `cache_dir`.
+    pub fn new(config: &crate::config::ComputeConfig, cache_dir: PathBuf) -> Self {
+        Self {
+            providers: config.execution_providers.clone(),
+            intra_threads: config.intra_threads,
+            disabled_optimizers: config.disabled_optimizers.clone(),
+            queue_capacity: config.queue_capacity,
+            tensor_limit: config.tensor_limit,
+            cache_dir,
+        }
+    }
+
+    /// The graph options every session gets: full optimisation less the disabled optimizers, and the thread
+    /// count. Programs that build sessions themselves (benchmarks) use this too, so they measure the same graph.
+    pub fn graph_options(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
+        let mut builder = builder.with_optimization_level(GraphOptimizationLevel::Level3)?;
+        if !self.disabled_optimizers.is_empty() {
+            builder = builder.with_disabled_optimizers(self.disabled_optimizers.join(";"))?;
+        }
+        if self.intra_threads > 0 {
+            builder = builder.with_intra_threads(self.intra_threads)?;
+        }
+        Ok(builder)
+    }
 }
 
 /// The process-wide ONNX Runtime environment. ORT can be loaded once per process, so this is a singleton.
@@ -121,12 +150,7 @@ impl Runtime {
         let session_err = |source| ComputeError::Session { model: name.to_string(), path: path.to_path_buf(), source };
         let mut builder = Session::builder(&self.env).map_err(session_err)?;
         let providers = providers::register(&mut builder, &settings.providers, name, &settings.cache_dir.join("tensorrt"));
-        builder = builder
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| session_err(e.into()))?;
-        if settings.intra_threads > 0 {
-            builder = builder.with_intra_threads(settings.intra_threads).map_err(|e| session_err(e.into()))?;
-        }
+        let mut builder = settings.graph_options(builder).map_err(session_err)?;
         let mut session = builder.commit_from_file(path).map_err(session_err)?;
         let metadata = custom_metadata(&session);
         let inputs = describe(session.inputs().iter().map(|o| (o.name(), o.dtype())));
