@@ -12,13 +12,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use omnihost::compute::{Runtime, library};
+use omnihost::compute::{ComputeSettings, Runtime, library};
 use omnihost::config::Config;
 use omnihost::plugin::bindings::decoding::{ChatMessage, GenerationRequest, Sampling};
 use omnihost::server::Running;
 use omnihost::worker::Event;
 use ort::memory::Allocator;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 use serde_json::{Value, json};
 
@@ -76,14 +75,8 @@ impl Run {
 }
 
 /// (a) The decoder alone: prefill in one run, then one run per token, the cache bound in place.
-fn plain_ort(runtime: &Runtime, model: &std::path::Path, prompt: &[u32], threads: usize) -> Result<Run> {
-    let mut session = runtime
-        .session_builder()?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(ort::Error::<()>::from)?
-        .with_intra_threads(threads)
-        .map_err(ort::Error::<()>::from)?
-        .commit_from_file(model)?;
+fn plain_ort(runtime: &Runtime, model: &std::path::Path, prompt: &[u32], settings: &ComputeSettings) -> Result<Run> {
+    let mut session = settings.graph_options(runtime.session_builder()?)?.commit_from_file(model)?;
     let layers = session.inputs().iter().filter(|i| i.name().starts_with("past_key_values.") && i.name().ends_with(".key")).count();
     let context = 1024;
     let allocator = Allocator::default();
@@ -190,6 +183,8 @@ pub async fn generate_bench() -> Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let text = std::fs::read_to_string(root.join("examples/omnihost.toml"))?;
     let config = Config::parse(&text, &root.join("examples"))?;
+    // The baseline's session gets the served decoder's graph options, with the thread count stated below.
+    let settings = ComputeSettings { intra_threads: threads, ..ComputeSettings::new(&config.compute, std::env::temp_dir()) };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let server = Running::start(config, listener)?;
     let services = server.wait_ready(Duration::from_secs(600)).await?;
@@ -207,7 +202,7 @@ pub async fn generate_bench() -> Result<()> {
         let ids = version.prepare(request(&prompt)).await?.prompt_token_ids;
         // Warm each path once so first-run set-up is not measured.
         let _ = in_process(&worker, &prompt).await?;
-        let a = plain_ort(&runtime, &model, &ids, threads)?;
+        let a = plain_ort(&runtime, &model, &ids, &settings)?;
         let b = in_process(&worker, &prompt).await?;
         let c1 = over_http(&client, &url, &prompt).await?;
         let ids_text = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
