@@ -156,8 +156,8 @@ impl std::fmt::Display for ShapeMismatch {
     }
 }
 
-/// Σ v², in eight independent partial sums: a single running sum is one long chain of dependent adds (the
-/// compiler may not reorder float additions), which made normalising cost as much as averaging.
+/// Σ v², in eight independent partial sums: a single running sum is one chain of dependent adds that cannot
+/// vectorise, because the compiler may not reorder float additions.
 fn sum_of_squares(values: &[f32]) -> f32 {
     let (lanes, rest) = values.as_chunks::<8>();
     let mut partial = [0f32; 8];
@@ -239,6 +239,22 @@ mod tests {
         assert_eq!(seen, (0..100).collect::<Vec<_>>());
         assert!(runs.iter().all(|r| !r.is_empty() && r.len() <= 16), "{runs:?}");
         assert!(plan(&[], 24, 64).is_empty());
+    }
+
+    #[test]
+    fn pooling_at_model_width_matches_a_plain_f64_mean() {
+        // 384 dimensions (the lanes of eight) and 389 (a remainder), three tokens of which two are real.
+        for dims in [384usize, 389] {
+            let hidden: Vec<f32> = (0..3 * dims).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let mean: Vec<f64> = (0..dims).map(|d| (f64::from(hidden[d]) + f64::from(hidden[dims + d])) / 2.0).collect();
+            let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let bytes: Vec<u8> = hidden.iter().flat_map(|v| v.to_le_bytes()).collect();
+            for pooled in [pool(hidden.as_slice(), &shaped(&[2], 3), dims), pool(bytes.as_slice(), &shaped(&[2], 3), dims)] {
+                let pooled = pooled.unwrap();
+                let worst = pooled[0].iter().zip(&mean).map(|(p, m)| (f64::from(*p) - m / norm).abs()).fold(0.0, f64::max);
+                assert!(worst < 1e-6, "{dims} dims: off by {worst}");
+            }
+        }
     }
 
     #[test]
