@@ -503,16 +503,15 @@ async fn swapping_the_llm_adapter_mid_stream_drops_nothing() {
 /// logits a full recompute of the whole sequence in one run gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_decoding_matches_a_full_recompute() {
-    use omnihost::compute::{ComputeSettings, Decoder, DecoderLimits, Provider, Runtime, library};
+    use omnihost::compute::{ComputeSettings, Decoder, DecoderLimits, Runtime, library};
+    use omnihost::config::ComputeConfig;
     let lib = library::locate(None, &[root()]).unwrap();
     let runtime = Runtime::load(&lib).unwrap();
+    // The default `[compute]` section (CPU), with a short queue and room for the full-recompute logits.
     let settings = ComputeSettings {
-        providers: vec![Provider::Cpu],
-        intra_threads: 0,
-        disabled_optimizers: Vec::new(),
         queue_capacity: 8,
         tensor_limit: 1 << 30,
-        cache_dir: root().join("target/omnihost-test-cache"),
+        ..ComputeSettings::new(&ComputeConfig::default(), root().join("target/omnihost-test-cache"))
     };
     let limits = DecoderLimits { max_sequences: 4, max_context: 256, prefill_chunk: 16, queue_capacity: 4 };
     let decoder = Decoder::load(&runtime, "smollm2", &llm_dir().join("model.onnx"), &settings, limits).unwrap();
