@@ -1,6 +1,6 @@
 //! Side-by-side benchmarks, run by `cargo xtask bench embed`, `cargo xtask bench registry` (see `registry.rs`),
 //! `cargo xtask bench generate` (see `generate.rs`), `cargo xtask bench pipeline` (see `pipeline.rs`) and
-//! `cargo xtask bench speech` (see `speech.rs`). Every figure is printed as a ratio against a baseline measured in
+//! `cargo xtask bench speech` (see `speech.rs`) and `cargo xtask bench providers` (see `providers.rs`). Every figure is printed as a ratio against a baseline measured in
 //! the same run, on the same machine, on the same sentences.
 //!
 //! (a) the adapter's own logic (the `embed-minilm` crate) built natively around raw ONNX Runtime: the limit;
@@ -24,13 +24,14 @@ use serde_json::{Value, json};
 
 mod generate;
 mod pipeline;
+mod providers;
 mod registry;
 mod speech;
 mod tei;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
 const BATCHES: [usize; 2] = [1, 32];
-const SECONDS: f64 = 3.0;
+pub(crate) const SECONDS: f64 = 3.0;
 
 pub(crate) fn root() -> PathBuf {
     // `cargo run` names the package it runs at run time; the compile-time path would be another checkout's when
@@ -40,7 +41,7 @@ pub(crate) fn root() -> PathBuf {
 }
 
 /// 64 sentences of varied length, the same for every contender.
-fn sentences() -> Vec<String> {
+pub(crate) fn sentences() -> Vec<String> {
     let subjects = ["A man", "The committee", "Our small team", "A very old lighthouse keeper", "She", "The model"];
     let verbs = ["is eating", "reviewed", "quietly rebuilt", "argued about", "measured", "wrote down"];
     let objects = [
@@ -110,6 +111,15 @@ impl Native {
     }
 }
 
+/// The MiniLM package's tokenizer as the adapter configures it: no padding, truncation at the model's 256 tokens.
+pub(crate) fn minilm_tokenizer(models: &Path) -> Result<tokenizers::Tokenizer> {
+    let mut t = tokenizers::Tokenizer::from_file(models.join("tokenizer.json")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    t.with_padding(None);
+    t.with_truncation(Some(tokenizers::TruncationParams { max_length: 256, ..Default::default() }))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(t)
+}
+
 /// Runs `f` on rotating batches for `SECONDS`; returns sentences per second and iterations.
 async fn throughput<F, Fut>(sentences: &[String], batch: usize, mut f: F) -> Result<(f64, usize)>
 where
@@ -174,13 +184,7 @@ async fn embed_bench(tei: Option<PathBuf>) -> Result<()> {
     let sentences = sentences();
     let lib = library::locate(None, std::slice::from_ref(&root))?;
     let runtime = Runtime::load(&lib)?;
-    let general = {
-        let mut t = tokenizers::Tokenizer::from_file(models.join("tokenizer.json")).map_err(|e| anyhow::anyhow!("{e}"))?;
-        t.with_padding(None);
-        t.with_truncation(Some(tokenizers::TruncationParams { max_length: 256, ..Default::default() }))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        t
-    };
+    let general = minilm_tokenizer(&models)?;
     let text = std::fs::read_to_string(root.join("examples/omnihost.toml"))?;
     let mut config = Config::parse(&text, &root.join("examples"))?;
     // The baseline's session gets the served model's graph options, so both run the same graph.
@@ -398,6 +402,7 @@ async fn main() -> Result<()> {
         "generate" => generate::generate_bench().await,
         "pipeline" => pipeline::pipeline_bench().await,
         "speech" => speech::speech_bench().await,
-        other => bail!("unknown benchmark `{other}` (known: embed, registry, generate, pipeline, speech)"),
+        "providers" => providers::providers_bench(&args[1..]).await,
+        other => bail!("unknown benchmark `{other}` (known: embed, registry, generate, pipeline, speech, providers)"),
     }
 }

@@ -26,6 +26,31 @@ async fn similar_sentences_score_as_the_reference_model_does() {
     server.stop().await.unwrap();
 }
 
+/// An operator's GPU configuration on a machine whose ONNX Runtime has no GPU providers (the CPU build `cargo
+/// xtask setup` installs) still serves: each provider it lacks is skipped, the CPU is added as the last resort
+/// even when the list leaves it out, `/health/ready` names what is in use, and the vectors are the reference's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_providers_onnx_runtime_lacks_fall_back_to_the_cpu() {
+    let library = omnihost::compute::library::locate(None, &[root()]).unwrap();
+    let gpu_build = library.parent().is_some_and(|dir| dir.join("libonnxruntime_providers_cuda.so").exists());
+    let server = start("[compute]\nexecution_providers = [\"tensorrt\", \"cuda\"]\n").await;
+    let client = client();
+    let ready: serde_json::Value =
+        client.get(format!("{}/health/ready", server.url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let used = &ready["models"][0]["onnx"][0]["execution_providers"];
+    let names: Vec<&str> = used.as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(names.last(), Some(&"cpu"), "the CPU ends every list: {ready}");
+    if !gpu_build {
+        assert_eq!(names, ["cpu"], "a CPU build of ONNX Runtime ({}) accepts no GPU provider: {ready}", library.display());
+        assert_eq!(ready["execution_providers"], json!(["cpu"]));
+    }
+    let v = embed(&client, &server.url(), &["A man is eating food.", "A man is eating a piece of bread."]).await;
+    let close = dot(&v[0], &v[1]);
+    assert!((close - 0.754).abs() <= 0.01, "food/bread similarity {close} on {names:?}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_returns_the_same_vectors_as_single_requests() {
     let server = start("").await;

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build-plugins | serve | test | bench embed|registry|generate|pipeline|speech`.
+//! Project tasks: `cargo xtask setup | build-plugins | serve | test | bench embed|registry|generate|pipeline|speech|providers`.
 //!
 //! Everything lands in git-ignored folders: `.setup/` (Python venv with ONNX Runtime and the model packages,
 //! model files) and `plugins/dist/` (built components). Every step is idempotent.
@@ -522,7 +522,7 @@ fn main() -> Result<()> {
         "test" => test(&root, rest),
         "bench" => bench(&root, rest),
         _ => {
-            eprintln!("usage: cargo xtask <setup | build-plugins | serve | test | bench embed|registry|generate|pipeline|speech>");
+            eprintln!("usage: cargo xtask <setup | build-plugins | serve | test | bench embed|registry|generate|pipeline|speech|providers>");
             if task == "help" { Ok(()) } else { bail!("unknown task `{task}`") }
         }
     }
