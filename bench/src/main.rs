@@ -1,7 +1,7 @@
 //! Side-by-side benchmarks, run by `cargo xtask bench embed`, `cargo xtask bench registry` (see `registry.rs`),
-//! `cargo xtask bench generate` (see `generate.rs`), `cargo xtask bench pipeline` (see `pipeline.rs`) and
-//! `cargo xtask bench speech` (see `speech.rs`) and `cargo xtask bench providers` (see `providers.rs`). Every figure is printed as a ratio against a baseline measured in
-//! the same run, on the same machine, on the same sentences.
+//! `cargo xtask bench generate` (see `generate.rs`), `cargo xtask bench pipeline` (see `pipeline.rs`),
+//! `cargo xtask bench speech` (see `speech.rs`) and `cargo xtask bench providers` (see `providers.rs`). Every figure
+//! is printed as a ratio against a baseline measured in the same run, on the same machine, on the same sentences.
 //!
 //! (a) the adapter's own logic (the `embed-minilm` crate) built natively around raw ONNX Runtime: the limit;
 //! (b) omnihost in process: the WebAssembly adapter tokenising and pooling, the host running the model;
@@ -30,7 +30,7 @@ mod speech;
 mod tei;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
-const BATCHES: [usize; 2] = [1, 32];
+pub(crate) const BATCHES: [usize; 2] = [1, 32];
 pub(crate) const SECONDS: f64 = 3.0;
 
 pub(crate) fn root() -> PathBuf {
@@ -121,7 +121,7 @@ pub(crate) fn minilm_tokenizer(models: &Path) -> Result<tokenizers::Tokenizer> {
 }
 
 /// Runs `f` on rotating batches for `SECONDS`; returns sentences per second and iterations.
-async fn throughput<F, Fut>(sentences: &[String], batch: usize, mut f: F) -> Result<(f64, usize)>
+pub(crate) async fn throughput<F, Fut>(sentences: &[String], batch: usize, mut f: F) -> Result<(f64, usize)>
 where
     F: FnMut(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,

@@ -1,8 +1,8 @@
 //! `cargo xtask bench providers [LIST ...]`: the embedding model under each execution-provider list (default
 //! `cuda,cpu` and `tensorrt,cuda,cpu`), loaded as the server loads it, fallback included, against the CPU alone in
 //! the same run. For each list: the providers ONNX Runtime accepted, the load time (a TensorRT engine is built
-//! then), sentences per second through the model's queue at batch 1 and 32 as a ratio to the CPU, and the largest
-//! gap between its vectors and the CPU's. Each list runs with the config's graph options and again with every
+//! then), sentences per second through the model's queue at batch 1 and 32 (tokenised natively) as a ratio to the
+//! CPU, and the largest gap between its vectors and the CPU's. Each list runs with the config's graph options and again with every
 //! optimizer on: one left out because it is slower on the CPU may be faster on a GPU.
 //!
 //! Point `ORT_DYLIB_PATH` at a GPU build of ONNX Runtime (the `onnxruntime-gpu` wheel's
@@ -10,16 +10,13 @@
 //! warnings say why.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use omnihost::compute::{ComputeSettings, ElementType, Model, Provider, Runtime, Tensor, library};
 use omnihost::config::{ComputeConfig, Config};
 
-use crate::{SECONDS, minilm_tokenizer, root, sentences};
-
-const BATCHES: [usize; 2] = [1, 32];
+use crate::{BATCHES, SECONDS, minilm_tokenizer, root, sentences, throughput};
 
 /// One model run's inputs, and what pooling its output needs.
 struct Prepared {
@@ -64,7 +61,7 @@ fn prepare(tokenizer: &embed_minilm::Tokenizer, texts: &[String]) -> Result<Prep
     Ok(Prepared { batch, inputs })
 }
 
-async fn vectors(model: &Model, prepared: &Prepared) -> Result<Vec<Vec<f32>>> {
+async fn pooled(model: &Model, prepared: &Prepared) -> Result<Vec<Vec<f32>>> {
     let outputs = model.run(prepared.inputs.clone()).await?;
     let hidden = outputs
         .into_iter()
@@ -75,28 +72,33 @@ async fn vectors(model: &Model, prepared: &Prepared) -> Result<Vec<Vec<f32>>> {
     embed_minilm::pool(&hidden.data[..], &prepared.batch, dims).map_err(|e| anyhow!("{e}"))
 }
 
-async fn measure(runtime: &Runtime, model_path: &Path, settings: &ComputeSettings, runs: &[Vec<Prepared>]) -> Result<Figures> {
+async fn measure(
+    runtime: &Runtime,
+    model_path: &Path,
+    settings: &ComputeSettings,
+    tokenizer: &embed_minilm::Tokenizer,
+    sentences: &[String],
+) -> Result<Figures> {
     let started = Instant::now();
-    let model: Arc<Model> = runtime.load_model("minilm", model_path, settings)?;
+    let model = runtime.load_model("minilm", model_path, settings)?;
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut vectors_out = Vec::new();
-    for prepared in runs.last().context("no batches")? {
-        vectors_out.extend(vectors(&model, prepared).await?);
+    let mut vectors = Vec::with_capacity(sentences.len());
+    for texts in sentences.chunks(BATCHES[BATCHES.len() - 1]) {
+        vectors.extend(pooled(&model, &prepare(tokenizer, texts)?).await?);
     }
-    let mut rates = Vec::with_capacity(runs.len());
-    for (batches, size) in runs.iter().zip(BATCHES) {
-        let first = batches.first().context("no batches")?;
-        model.run(first.inputs.clone()).await?;
-        let started = Instant::now();
-        let mut done = 0usize;
-        while started.elapsed().as_secs_f64() < SECONDS {
-            let prepared = &batches[(done / size) % batches.len()];
-            model.run(prepared.inputs.clone()).await?;
-            done += size;
-        }
-        rates.push(done as f64 / started.elapsed().as_secs_f64());
+    let mut rates = Vec::with_capacity(BATCHES.len());
+    for size in BATCHES {
+        let (rate, _) = throughput(sentences, size, |texts| {
+            let (model, prepared) = (model.clone(), prepare(tokenizer, &texts));
+            async move {
+                model.run(prepared?.inputs).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        rates.push(rate);
     }
-    Ok(Figures { accepted: model.providers.clone(), load_ms, rates, vectors: vectors_out })
+    Ok(Figures { accepted: model.providers.clone(), load_ms, rates, vectors })
 }
 
 fn names(providers: &[Provider]) -> String {
@@ -113,10 +115,6 @@ pub async fn providers_bench(lists: &[String]) -> Result<()> {
     let runtime = Runtime::load(&lib)?;
     let tokenizer = embed_minilm::Tokenizer::new(minilm_tokenizer(&models)?);
     let sentences = sentences();
-    let runs: Vec<Vec<Prepared>> = BATCHES
-        .iter()
-        .map(|&size| sentences.chunks(size).filter(|c| c.len() == size).map(|texts| prepare(&tokenizer, texts)).collect())
-        .collect::<Result<_>>()?;
 
     let mut wanted = vec![vec![Provider::Cpu]];
     let asked: Vec<String> = if lists.is_empty() { vec!["cuda,cpu".into(), "tensorrt,cuda,cpu".into()] } else { lists.to_vec() };
@@ -137,7 +135,7 @@ pub async fn providers_bench(lists: &[String]) -> Result<()> {
     );
     // The first session of a process runs slower for a while (library and page-cache warm-up); a discarded run
     // keeps that out of the baseline every ratio is taken against.
-    measure(&runtime, &model_path, &ComputeSettings::new(&config.compute, cache.clone()), &runs).await?;
+    measure(&runtime, &model_path, &ComputeSettings::new(&config.compute, cache.clone()), &tokenizer, &sentences).await?;
     let mut baseline: Option<Figures> = None;
     for providers in &wanted {
         for (label, disabled) in &variants {
@@ -146,7 +144,8 @@ pub async fn providers_bench(lists: &[String]) -> Result<()> {
                 disabled_optimizers: disabled.clone(),
                 ..config.compute.clone()
             };
-            let figures = measure(&runtime, &model_path, &ComputeSettings::new(&compute, cache.clone()), &runs).await?;
+            let figures =
+                measure(&runtime, &model_path, &ComputeSettings::new(&compute, cache.clone()), &tokenizer, &sentences).await?;
             let reference = baseline.as_ref().unwrap_or(&figures);
             if figures.vectors.len() != reference.vectors.len() {
                 bail!("{} vectors under {}, {} on the CPU", figures.vectors.len(), names(providers), reference.vectors.len());
